@@ -1,0 +1,80 @@
+import type { Readable } from 'node:stream';
+import type { BlobFlag } from '../../wire/flags.js';
+
+/** Addresses one blob. Every field has already passed `isValidId`. */
+export interface BlobRef {
+  user: string;
+  namespace: string;
+  id: string;
+}
+
+/** An inclusive byte range, already clamped to the blob's size. */
+export interface ByteRange {
+  start: number;
+  end: number;
+}
+
+export type ListOrder = 'date' | '+date' | '-date';
+
+export interface ListOptions {
+  namespace: string;
+  /** Upload time, oldest first for `date`/`+date`; ties broken by id. Unordered when absent. */
+  orderBy?: ListOrder;
+  /** List tombstones instead of live blobs. */
+  deleted?: boolean;
+  /** Only blobs whose flag set contains this flag. */
+  filterFlag?: BlobFlag;
+}
+
+export interface WriteOptions {
+  /** The user's quota in bytes; the write fails with `quota_exceeded` rather than pass it. */
+  quota: number;
+  /** Largest blob accepted; the write fails with `too_large` past it. */
+  maxSize: number;
+  /** When known (Content-Length, stream framing), lets the backend refuse early. */
+  expectedSize?: number;
+  /** Flags the blob carries from the moment it becomes visible (incoming box: PENDING). */
+  flags?: BlobFlag[];
+}
+
+/** An open blob: its size and a stream of the requested bytes. The caller consumes or destroys it. */
+export interface OpenedBlob {
+  size: number;
+  stream: Readable;
+}
+
+/**
+ * Storage of blobs, flags and tombstones for many users. Routes talk only to this
+ * interface, so that another implementation (S3-compatible storage with a database for
+ * metadata) can replace the filesystem one. Failures are `BlobsError`s with the wire codes
+ * `not_found`, `blob_exists`, `blob_deleted`, `quota_exceeded` and `too_large`; a body
+ * stream that errors or ends early is rethrown as it is, after the write left nothing.
+ *
+ * Implementations must be safe under concurrent calls on the same blob: of concurrent
+ * writes of one id exactly one succeeds, and a blob is invisible until its write completed.
+ */
+export interface BlobsBackend {
+  /** Opens a live blob, optionally only the byte range `range`. */
+  open(ref: BlobRef, range?: ByteRange): Promise<OpenedBlob>;
+  /** Stores a new blob from `body`; atomic: on any failure nothing is stored or charged. */
+  write(
+    ref: BlobRef,
+    body: AsyncIterable<Buffer>,
+    options: WriteOptions,
+  ): Promise<{ size: number }>;
+  /** Deletes a live blob and leaves a tombstone; frees its bytes at once. */
+  delete(ref: BlobRef): Promise<void>;
+  /** Size in bytes of a live blob. */
+  size(ref: BlobRef): Promise<number>;
+  /** Number of live blobs (or tombstones) matching `options`. */
+  count(user: string, options: ListOptions): Promise<number>;
+  /** Ids of live blobs (or tombstones) matching `options`. */
+  list(user: string, options: ListOptions): Promise<string[]>;
+  getFlags(ref: BlobRef): Promise<BlobFlag[]>;
+  /** Replaces the flag set of a live blob. */
+  setFlags(ref: BlobRef, flags: BlobFlag[]): Promise<void>;
+  /** Exact byte count of the user's live blobs, in every namespace. */
+  usage(user: string): Promise<number>;
+  /** Waits for in-flight writes to finish or roll back, then releases every resource. */
+  close(): Promise<void>;
+}
