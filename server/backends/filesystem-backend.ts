@@ -1,0 +1,540 @@
+/**
+ * The embedded blobs backend: blob bytes in plain files, everything else in a LevelDB
+ * index, both under one ROOT that a single server process owns.
+ *
+ * ```
+ * ROOT/.index/                         LevelDB index; its LOCK is the process lock
+ * ROOT/.tmp/                           uploads in progress; emptied at open
+ * ROOT/.clean                          usage and clock, left by a clean close; removed at open
+ * ROOT/{user}/{ns}/{id[0]}/{id[0..3]}/{id[0..6]}/{id}         blob bytes, mtime = upload time
+ * ROOT/{user}/{ns}/{id[0]}/{id[0..3]}/{id[0..6]}/{id}.flags   JSON array of flags; absent = []
+ * ```
+ *
+ * The index (see blob-index.ts) is the authority on what is live: a blob is visible once
+ * its entry is committed, and a write goes temp file → fsync → `link(2)` into place (EEXIST
+ * if the name exists; never a rename over a blob) → fsync of the folder → synced index
+ * batch. Deletes commit the tombstone first and unlink after. `close()` leaves ROOT/.clean;
+ * an open that finds none (a crash) first runs `reconcile`, which repairs whatever a crash
+ * left between those steps. docs/filesystem-backend.md has the details.
+ */
+import type { FileHandle } from 'node:fs/promises';
+import { link, mkdir, open, readdir, realpath, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { type Logger, pino } from 'pino';
+import type { BlobFlag } from '../../wire/flags.js';
+import { BlobsError } from '../errors.js';
+import { BlobIndex, type LiveEntry, refKey } from './blob-index.js';
+import type {
+  BlobRef,
+  BlobsBackend,
+  ByteRange,
+  ListOptions,
+  OpenedBlob,
+  WriteOptions,
+} from './blobs-backend.js';
+import { takeCleanState, writeCleanState } from './clean-shutdown.js';
+import {
+  blobPath,
+  ensureDurableDir,
+  flagsPath,
+  fsyncDir,
+  INDEX_DIR,
+  leafDir,
+  TMP_DIR,
+  tempPath,
+  unlinkIfExists,
+  writeFileAtomic,
+} from './filesystem-layout.js';
+import { reconcile, repairFlagsFiles } from './filesystem-reconcile.js';
+import { KeyMutex } from './key-mutex.js';
+
+/** Read size of blob streams; large reads are what makes big downloads fast. */
+const READ_CHUNK = 1024 * 1024;
+/** Bytes (or chunks) gathered before one `writev` while the next ones are read. */
+const WRITE_BATCH_BYTES = 1024 * 1024;
+const WRITE_BATCH_CHUNKS = 256;
+const FILE_MODE = 0o600;
+
+/** Real paths of the roots this process has open; LevelDB's lock only guards other processes. */
+const openRoots = new Set<string>();
+
+/** Another `FilesystemBackend`, in this process or another one, has this ROOT open. */
+export class RootInUseError extends Error {
+  readonly code = 'root_in_use';
+
+  constructor(root: string, holder: string, options?: { cause?: unknown }) {
+    super(
+      `blob storage ${root} is already open in ${holder}; one server process per ROOT`,
+      options,
+    );
+    this.name = 'RootInUseError';
+  }
+}
+
+interface Reservation {
+  user: string;
+  bytes: number;
+}
+
+function notFound(ref: BlobRef): BlobsError {
+  return new BlobsError('not_found', `no blob ${ref.id} in namespace ${ref.namespace}`);
+}
+
+function errorCode(error: unknown): string | undefined {
+  return (error as NodeJS.ErrnoException | undefined)?.code;
+}
+
+function isLocked(error: unknown): boolean {
+  return (
+    errorCode(error) === 'LEVEL_LOCKED' || errorCode((error as Error).cause) === 'LEVEL_LOCKED'
+  );
+}
+
+/** Writes all of `chunks`, however much each `writev` call takes. */
+async function writeAll(handle: FileHandle, chunks: Buffer[]): Promise<void> {
+  let pending = chunks;
+  while (pending.length > 0) {
+    let { bytesWritten } = await handle.writev(pending);
+    let i = 0;
+    while (i < pending.length && bytesWritten >= pending[i]!.length) {
+      bytesWritten -= pending[i]!.length;
+      i++;
+    }
+    pending = pending.slice(i);
+    if (bytesWritten > 0) pending[0] = pending[0]!.subarray(bytesWritten);
+  }
+}
+
+function ignore(): void {}
+
+export class FilesystemBackend implements BlobsBackend {
+  private readonly root: string;
+  private readonly index: BlobIndex;
+  private readonly logger: Logger;
+  private readonly usageBytes: Map<string, number>;
+  private readonly reservedBytes = new Map<string, number>();
+  private readonly mutex = new KeyMutex();
+  private readonly inflight = new Set<Promise<unknown>>();
+  private closing: Promise<void> | undefined;
+  private lastTime: number;
+
+  private constructor(
+    root: string,
+    index: BlobIndex,
+    logger: Logger,
+    usage: Map<string, number>,
+    lastTime: number,
+  ) {
+    this.root = root;
+    this.index = index;
+    this.logger = logger;
+    this.usageBytes = usage;
+    this.lastTime = lastTime;
+  }
+
+  /**
+   * Opens the storage under `root`, creating it if needed. Fails with `RootInUseError` while
+   * another backend (this process or another) has it open. Removes stale temp files; when
+   * the last run did not close cleanly, also reconciles the index with every blob file
+   * first, which takes time proportional to the number of blobs (seconds per 100,000).
+   */
+  static async open(root: string, options?: { logger?: Logger }): Promise<FilesystemBackend> {
+    const logger = (options?.logger ?? pino({ enabled: false })).child({
+      component: 'filesystem-backend',
+    });
+    await mkdir(root, { recursive: true });
+    const real = await realpath(root);
+    if (openRoots.has(real)) throw new RootInUseError(real, 'this process');
+    openRoots.add(real);
+    let index: BlobIndex | undefined;
+    try {
+      try {
+        index = await BlobIndex.open(join(real, INDEX_DIR));
+      } catch (error) {
+        if (isLocked(error)) throw new RootInUseError(real, 'another process', { cause: error });
+        throw error;
+      }
+      const started = performance.now();
+      const stale = await FilesystemBackend.clearTemp(real);
+      const clean = await takeCleanState(real, logger);
+      if (clean !== undefined) {
+        const flagsRewritten = await repairFlagsFiles(real, index);
+        logger.info(
+          {
+            path: real,
+            ms: Math.round(performance.now() - started),
+            staleTempFiles: stale,
+            flagsRewritten,
+          },
+          'opened blob storage after a clean close',
+        );
+        return new FilesystemBackend(real, index, logger, clean.usage, clean.latestTime);
+      }
+      const state = await reconcile(real, index, logger);
+      logger.info(
+        {
+          path: real,
+          ms: Math.round(performance.now() - started),
+          staleTempFiles: stale,
+          indexed: state.indexed,
+          dropped: state.dropped,
+          removed: state.removed,
+          flagsRewritten: state.flagsRewritten,
+        },
+        'opened blob storage after checking every blob file (no clean close recorded)',
+      );
+      return new FilesystemBackend(real, index, logger, state.usage, state.latestTime);
+    } catch (error) {
+      await index?.close().catch(ignore);
+      openRoots.delete(real);
+      throw error;
+    }
+  }
+
+  /** Empties ROOT/.tmp: whatever is there was an upload cut short by a crash. */
+  private static async clearTemp(root: string): Promise<number> {
+    const dir = join(root, TMP_DIR);
+    let stale: string[] = [];
+    try {
+      stale = await readdir(dir);
+    } catch (error) {
+      if (errorCode(error) !== 'ENOENT') throw error;
+    }
+    await rm(dir, { recursive: true, force: true });
+    await mkdir(dir);
+    return stale.length;
+  }
+
+  open(ref: BlobRef, range?: ByteRange): Promise<OpenedBlob> {
+    return this.track(async () => {
+      if ((await this.index.getLive(ref)) === undefined) throw notFound(ref);
+      let handle: FileHandle;
+      try {
+        handle = await open(blobPath(this.root, ref), 'r');
+      } catch (error) {
+        // Deleted between the index lookup and the open.
+        if (errorCode(error) === 'ENOENT') throw notFound(ref);
+        throw error;
+      }
+      try {
+        const { size } = await handle.stat();
+        if (
+          range !== undefined &&
+          !(range.start >= 0 && range.start <= range.end && range.end < size)
+        ) {
+          throw new BlobsError(
+            'range_not_satisfiable',
+            `bytes ${range.start}-${range.end} of a ${size}-byte blob`,
+          );
+        }
+        // The stream owns the handle from here and closes it at its end or destroy.
+        const stream = handle.createReadStream({
+          start: range?.start ?? 0,
+          end: range?.end,
+          highWaterMark: READ_CHUNK,
+        });
+        return { size, stream };
+      } catch (error) {
+        await handle.close();
+        throw error;
+      }
+    });
+  }
+
+  /**
+   * Stores `body` as a new blob. Refuses at once (before reading `body`) an id that is live
+   * or tombstoned, and an `expectedSize` over `maxSize` or over the quota. With an
+   * `expectedSize`, a body of any other length fails with `invalid_request`. On failure it
+   * stops reading `body` without destroying it: the caller owns the body.
+   */
+  write(
+    ref: BlobRef,
+    body: AsyncIterable<Buffer>,
+    options: WriteOptions,
+  ): Promise<{ size: number }> {
+    return this.track(() => this.writeBlob(ref, body, options));
+  }
+
+  delete(ref: BlobRef): Promise<void> {
+    return this.track(() =>
+      this.mutex.run(refKey(ref), async () => {
+        const entry = await this.index.getLive(ref);
+        if (entry === undefined) throw notFound(ref);
+        await this.index.tombstone(ref, entry, this.nextTime());
+        this.addUsage(ref.user, -entry.s);
+        try {
+          await unlinkIfExists(blobPath(this.root, ref));
+          await unlinkIfExists(flagsPath(this.root, ref));
+        } catch (error) {
+          this.logger.error(
+            { err: error, blobId: ref.id, namespace: ref.namespace },
+            'could not remove the files of a deleted blob; the next open removes them',
+          );
+        }
+      }),
+    );
+  }
+
+  size(ref: BlobRef): Promise<number> {
+    return this.track(async () => (await this.live(ref)).s);
+  }
+
+  count(user: string, options: ListOptions): Promise<number> {
+    return this.track(() => this.index.count(user, options));
+  }
+
+  list(user: string, options: ListOptions): Promise<string[]> {
+    return this.track(() => this.index.list(user, options));
+  }
+
+  getFlags(ref: BlobRef): Promise<BlobFlag[]> {
+    return this.track(async () => [...(await this.live(ref)).f]);
+  }
+
+  /**
+   * Replaces the flags of a live blob. The index batch (with a dirty mark) commits first,
+   * then the flags file is replaced by rename; a crash between the two is repaired at open.
+   */
+  setFlags(ref: BlobRef, flags: BlobFlag[]): Promise<void> {
+    return this.track(() =>
+      this.mutex.run(refKey(ref), async () => {
+        const entry = await this.live(ref);
+        const next = [...flags];
+        await this.index.setFlags(ref, entry, next);
+        await this.writeFlagsFile(ref, next);
+        await this.index.clearDirty(ref);
+      }),
+    );
+  }
+
+  usage(user: string): Promise<number> {
+    return this.track(async () => this.usageBytes.get(user) ?? 0);
+  }
+
+  /** Waits for every call in flight (writes finish or roll back), then closes the index and releases ROOT. Idempotent. */
+  close(): Promise<void> {
+    this.closing ??= this.shutdown();
+    return this.closing;
+  }
+
+  private async shutdown(): Promise<void> {
+    await Promise.allSettled([...this.inflight]);
+    try {
+      // Written while ROOT is still ours, so no other opener can see a stale one.
+      await writeCleanState(this.root, { usage: this.usageBytes, latestTime: this.lastTime });
+    } catch (error) {
+      this.logger.error(
+        { err: error },
+        'could not record a clean close; the next open checks every blob',
+      );
+    }
+    try {
+      await this.index.close();
+    } finally {
+      openRoots.delete(this.root);
+    }
+    this.logger.info({ path: this.root }, 'closed blob storage');
+  }
+
+  private track<T>(task: () => Promise<T>): Promise<T> {
+    if (this.closing !== undefined) {
+      return Promise.reject(new BlobsError('internal', 'blob storage is closed'));
+    }
+    const promise = task();
+    this.inflight.add(promise);
+    const forget = () => this.inflight.delete(promise);
+    promise.then(forget, forget);
+    return promise;
+  }
+
+  private async live(ref: BlobRef): Promise<LiveEntry> {
+    const entry = await this.index.getLive(ref);
+    if (entry === undefined) throw notFound(ref);
+    return entry;
+  }
+
+  /** Upload and deletion times: wall clock in µs, strictly increasing within this process. */
+  private nextTime(): number {
+    this.lastTime = Math.max(Date.now() * 1000, this.lastTime + 1);
+    return this.lastTime;
+  }
+
+  private async refuseTaken(ref: BlobRef): Promise<void> {
+    const [live, tomb] = await Promise.all([this.index.getLive(ref), this.index.getTomb(ref)]);
+    if (live !== undefined) {
+      throw new BlobsError('blob_exists', `blob ${ref.id} exists in namespace ${ref.namespace}`);
+    }
+    if (tomb !== undefined) {
+      throw new BlobsError(
+        'blob_deleted',
+        `blob ${ref.id} was deleted and cannot be created again`,
+      );
+    }
+  }
+
+  private async writeBlob(
+    ref: BlobRef,
+    body: AsyncIterable<Buffer>,
+    options: WriteOptions,
+  ): Promise<{ size: number }> {
+    const { expectedSize, maxSize } = options;
+    if (expectedSize !== undefined && expectedSize > maxSize) {
+      throw new BlobsError(
+        'too_large',
+        `${expectedSize} bytes is over the ${maxSize}-byte maximum`,
+      );
+    }
+    await this.refuseTaken(ref);
+    const reservation: Reservation = { user: ref.user, bytes: 0 };
+    const temp = tempPath(this.root);
+    try {
+      if (expectedSize !== undefined) this.reserve(reservation, expectedSize, options.quota);
+      const handle = await open(temp, 'wx', FILE_MODE);
+      let entry: LiveEntry;
+      try {
+        const size = await this.receive(body, handle, reservation, options);
+        entry = { t: this.nextTime(), s: size, f: [...(options.flags ?? [])] };
+        await handle.utimes(entry.t / 1e6, entry.t / 1e6);
+        await handle.sync();
+      } finally {
+        await handle.close();
+      }
+      await this.mutex.run(refKey(ref), () => this.publish(ref, temp, entry, reservation));
+      this.logger.debug({ blobId: ref.id, namespace: ref.namespace, bytes: entry.s }, 'stored');
+      return { size: entry.s };
+    } finally {
+      this.release(reservation);
+      await unlinkIfExists(temp).catch((error: unknown) =>
+        this.logger.warn({ err: error, path: temp }, 'could not remove a temp file'),
+      );
+    }
+  }
+
+  /** Streams `body` into `handle`, reserving quota as bytes arrive; resolves with the size. */
+  private async receive(
+    body: AsyncIterable<Buffer>,
+    handle: FileHandle,
+    reservation: Reservation,
+    options: WriteOptions,
+  ): Promise<number> {
+    const { expectedSize, maxSize, quota } = options;
+    // Iterated by hand: leaving early must not call return(), which would destroy a caller's stream.
+    const iterator = body[Symbol.asyncIterator]();
+    let size = 0;
+    let batch: Buffer[] = [];
+    let batchBytes = 0;
+    let writing: Promise<void> = Promise.resolve();
+    const flush = async () => {
+      await writing;
+      writing = writeAll(handle, batch);
+      writing.catch(ignore);
+      batch = [];
+      batchBytes = 0;
+    };
+    try {
+      for (;;) {
+        const next = await iterator.next();
+        if (next.done) break;
+        const chunk = next.value;
+        if (chunk.length === 0) continue;
+        size += chunk.length;
+        if (size > maxSize) {
+          throw new BlobsError('too_large', `the body is over the ${maxSize}-byte maximum`);
+        }
+        if (expectedSize !== undefined && size > expectedSize) {
+          throw new BlobsError('invalid_request', `the body is longer than ${expectedSize} bytes`);
+        }
+        this.reserve(reservation, size, quota);
+        batch.push(chunk);
+        batchBytes += chunk.length;
+        if (batchBytes >= WRITE_BATCH_BYTES || batch.length >= WRITE_BATCH_CHUNKS) await flush();
+      }
+      await flush();
+      await writing;
+      if (expectedSize !== undefined && size !== expectedSize) {
+        throw new BlobsError(
+          'invalid_request',
+          `the body has ${size} bytes, ${expectedSize} were announced`,
+        );
+      }
+      return size;
+    } finally {
+      await writing.catch(ignore);
+    }
+  }
+
+  /** Makes the finished temp file the blob `ref`, under the id's mutex. */
+  private async publish(
+    ref: BlobRef,
+    temp: string,
+    entry: LiveEntry,
+    reservation: Reservation,
+  ): Promise<void> {
+    await this.refuseTaken(ref);
+    const dir = leafDir(this.root, ref);
+    const blob = blobPath(this.root, ref);
+    await ensureDurableDir(dir);
+    if (entry.f.length > 0) {
+      await writeFileAtomic(this.root, flagsPath(this.root, ref), JSON.stringify(entry.f));
+    }
+    try {
+      await link(temp, blob);
+    } catch (error) {
+      if (entry.f.length > 0) await unlinkIfExists(flagsPath(this.root, ref));
+      if (errorCode(error) === 'EEXIST') {
+        throw new BlobsError('blob_exists', `blob ${ref.id} exists in namespace ${ref.namespace}`);
+      }
+      throw error;
+    }
+    try {
+      await fsyncDir(dir);
+      await this.index.addLive(ref, entry);
+    } catch (error) {
+      await unlinkIfExists(blob).catch(ignore);
+      if (entry.f.length > 0) await unlinkIfExists(flagsPath(this.root, ref)).catch(ignore);
+      throw error;
+    }
+    this.addUsage(ref.user, entry.s);
+    this.release(reservation);
+  }
+
+  private async writeFlagsFile(ref: BlobRef, flags: BlobFlag[]): Promise<void> {
+    const path = flagsPath(this.root, ref);
+    if (flags.length > 0) {
+      await writeFileAtomic(this.root, path, JSON.stringify(flags));
+      return;
+    }
+    await unlinkIfExists(path);
+    await fsyncDir(leafDir(this.root, ref));
+  }
+
+  /** Grows `reservation` to `total` bytes, or fails if usage and reservations would pass `quota`. */
+  private reserve(reservation: Reservation, total: number, quota: number): void {
+    const extra = total - reservation.bytes;
+    if (extra <= 0) return;
+    const { user } = reservation;
+    const reserved = this.reservedBytes.get(user) ?? 0;
+    if ((this.usageBytes.get(user) ?? 0) + reserved + extra > quota) {
+      throw new BlobsError(
+        'quota_exceeded',
+        `storing this blob would pass the ${quota}-byte quota`,
+      );
+    }
+    this.reservedBytes.set(user, reserved + extra);
+    reservation.bytes = total;
+  }
+
+  private release(reservation: Reservation): void {
+    if (reservation.bytes === 0) return;
+    const left = (this.reservedBytes.get(reservation.user) ?? 0) - reservation.bytes;
+    if (left > 0) this.reservedBytes.set(reservation.user, left);
+    else this.reservedBytes.delete(reservation.user);
+    reservation.bytes = 0;
+  }
+
+  private addUsage(user: string, bytes: number): void {
+    const next = (this.usageBytes.get(user) ?? 0) + bytes;
+    if (next > 0) this.usageBytes.set(user, next);
+    else this.usageBytes.delete(user);
+  }
+}
