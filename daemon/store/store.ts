@@ -1,0 +1,572 @@
+import { randomUUID } from 'node:crypto';
+import { Level } from 'level';
+import type { DocumentSealer } from '../crypto/document-sealer.js';
+import { isValidDeviceId, nextRevisionText } from '../revision.js';
+import {
+  AlreadyDeletedError,
+  ConflictError,
+  DocumentNotFoundError,
+  StoreClosedError,
+} from './errors.js';
+import { EVENT_META, EventLogPlan, type EventLogState } from './event-log.js';
+import { GroupCommit } from './group-commit.js';
+import {
+  type ActiveAttachment,
+  type AttachmentRecord,
+  type CommitResult,
+  type Doc,
+  type DocChange,
+  type DocContent,
+  type EventInput,
+  type ReadEventsResult,
+  type StoredDoc,
+  type StoreEvent,
+  SUBLEVELS,
+  type SublevelName,
+  seqKey,
+  type WatchEntry,
+} from './records.js';
+import { type DocIntent, type StoreOp, Transaction } from './transaction.js';
+
+export interface StoreOptions {
+  /** Seals document contents at rest; built by the daemon from the storage secret. */
+  sealer: DocumentSealer;
+  /**
+   * This device's id in revisions. Used when the store is created; an existing store keeps
+   * the id it was created with and refuses a different one. Default: a random UUID.
+   */
+  deviceId?: string;
+  /** Events kept in the log; older ones are trimmed. Default 10,000. */
+  maxEvents?: number;
+  /** Clock for `updatedAt` and event `at`, in epoch ms. Default `Date.now`. */
+  now?: () => number;
+  /** `fsync` every group write. Default true; false only for throwaway stores. */
+  sync?: boolean;
+}
+
+function openSublevel(db: Level<string, string>, name: string) {
+  return db.sublevel<string, string>(name, { keyEncoding: 'utf8', valueEncoding: 'utf8' });
+}
+
+type Sublevel = ReturnType<typeof openSublevel>;
+
+const META_DEVICE = 'deviceId';
+const DEFAULT_MAX_EVENTS = 10_000;
+const DOC_ERRORS = [ConflictError, DocumentNotFoundError, AlreadyDeletedError];
+
+/**
+ * The daemon's LevelDB store: documents (sealed), attachment records with their machine
+ * snapshots and an index of unsettled ones, settings, the watch-folder index and the
+ * numbered event log. Layout: docs/daemon-store.md.
+ *
+ * Every change goes through `commit`, which writes one atomic batch per group of commits:
+ * commits made in the same tick, or while the previous group is being written, share one
+ * `sync` batch (group commit). Reads see only what is durable.
+ */
+export class Store {
+  readonly location: string;
+  readonly deviceId: string;
+  readonly #db: Level<string, string>;
+  readonly #subs: Record<SublevelName, Sublevel>;
+  readonly #sealer: DocumentSealer;
+  readonly #now: () => number;
+  readonly #sync: boolean;
+  readonly #maxEvents: number;
+  readonly #group: GroupCommit<Transaction, CommitResult>;
+  #events: EventLogState;
+  #closing: Promise<void> | undefined;
+
+  private constructor(
+    db: Level<string, string>,
+    deviceId: string,
+    events: EventLogState,
+    options: StoreOptions,
+  ) {
+    this.location = db.location;
+    this.#db = db;
+    this.deviceId = deviceId;
+    this.#events = events;
+    this.#sealer = options.sealer;
+    this.#now = options.now ?? Date.now;
+    this.#sync = options.sync ?? true;
+    this.#maxEvents = options.maxEvents ?? DEFAULT_MAX_EVENTS;
+    this.#subs = Store.#sublevels(db);
+    this.#group = new GroupCommit((txs) => this.#writeGroup(txs));
+  }
+
+  /** Opens (creating if needed) the store in folder `location`. */
+  static async open(location: string, options: StoreOptions): Promise<Store> {
+    const maxEvents = options.maxEvents ?? DEFAULT_MAX_EVENTS;
+    if (!Number.isSafeInteger(maxEvents) || maxEvents < 1) {
+      throw new TypeError('maxEvents must be a positive integer');
+    }
+    if (options.deviceId !== undefined && !isValidDeviceId(options.deviceId)) {
+      throw new TypeError('deviceId must be 1 to 128 letters, digits, - or _');
+    }
+    const db = new Level<string, string>(location, {
+      keyEncoding: 'utf8',
+      valueEncoding: 'utf8',
+    });
+    await db.open();
+    try {
+      const { deviceId, events } = await Store.#init(db, options);
+      return new Store(db, deviceId, events, options);
+    } catch (error) {
+      await db.close();
+      throw error;
+    }
+  }
+
+  static async #init(db: Level<string, string>, options: StoreOptions) {
+    const subs = Store.#sublevels(db);
+    const keys = [META_DEVICE, EVENT_META.epoch, EVENT_META.lastSeq];
+    const [device, epoch, lastSeq] = (await subs.meta.getMany(keys)).map((v) =>
+      v === undefined ? undefined : JSON.parse(v),
+    );
+
+    if (device !== undefined && options.deviceId !== undefined && device !== options.deviceId) {
+      throw new TypeError(`the store at ${db.location} belongs to device ${device}`);
+    }
+    const deviceId: string = device ?? options.deviceId ?? randomUUID();
+    const last: number = lastSeq ?? 0;
+    const events: EventLogState = { epoch: epoch ?? randomUUID(), lastSeq: last, oldestSeq: 0 };
+
+    if (device === undefined || epoch === undefined) {
+      await db.batch(
+        [
+          { type: 'put', sublevel: subs.meta, key: META_DEVICE, value: JSON.stringify(deviceId) },
+          {
+            type: 'put',
+            sublevel: subs.meta,
+            key: EVENT_META.epoch,
+            value: JSON.stringify(events.epoch),
+          },
+        ],
+        { sync: options.sync ?? true },
+      );
+    }
+
+    const [first] = await subs.event.keys({ limit: 1 }).all();
+    events.oldestSeq = first === undefined ? last + 1 : Number(first);
+    return { deviceId, events };
+  }
+
+  static #sublevels(db: Level<string, string>): Record<SublevelName, Sublevel> {
+    const entries = Object.values(SUBLEVELS).map((name) => [name, openSublevel(db, name)]);
+    return Object.fromEntries(entries) as Record<SublevelName, Sublevel>;
+  }
+
+  /**
+   * Writes pending commits, then closes the database. Idempotent: every call returns the
+   * same promise. Commits made after the first call reject with `StoreClosedError`.
+   */
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      await this.#group.drain();
+      await this.#db.close();
+    })();
+    return this.#closing;
+  }
+
+  /**
+   * Runs `build` at once to record changes, then writes them with the rest of their group
+   * in one atomic `sync` batch. Resolves when they are durable, with the seqs of the
+   * events written and the document changes made. If `build` throws, or a document check
+   * fails, this commit writes nothing and rejects; other commits of the group are not
+   * affected.
+   */
+  commit(build: (tx: Transaction) => void): Promise<CommitResult> {
+    if (this.#closing !== undefined) return Promise.reject(new StoreClosedError());
+    const tx = new Transaction(this.#now());
+    try {
+      build(tx);
+    } catch (error) {
+      return Promise.reject(error);
+    } finally {
+      tx.close();
+    }
+    return this.#group.submit(tx);
+  }
+
+  /** Group writes so far and the commits they carried. */
+  get writeStats(): { batches: number; commits: number } {
+    const { groups, items } = this.#group.stats;
+    return { batches: groups, commits: items };
+  }
+
+  // Documents
+
+  /** Creates a document; see `Transaction.createDoc`. */
+  async createDoc(content: DocContent, id?: string): Promise<Doc> {
+    let docId = '';
+    const { docs } = await this.commit((tx) => {
+      docId = tx.createDoc(content, id);
+    });
+    return {
+      ...docs[0]!,
+      id: docId,
+      content: structuredClone(content),
+      lastSeenServerGeneration: null,
+    };
+  }
+
+  /** Replaces a document's content; see `Transaction.putDoc`. Resolves with the new revision. */
+  async putDoc(id: string, content: DocContent, baseRev: string): Promise<DocChange> {
+    const { docs } = await this.commit((tx) => tx.putDoc(id, content, baseRev));
+    return docs[0]!;
+  }
+
+  /** Deletes a document (tombstone); see `Transaction.deleteDoc`. */
+  async deleteDoc(id: string, baseRev: string): Promise<DocChange> {
+    const { docs } = await this.commit((tx) => tx.deleteDoc(id, baseRev));
+    return docs[0]!;
+  }
+
+  /** Reads and decrypts a document; `undefined` if it never existed. */
+  async getDoc(id: string): Promise<Doc | undefined> {
+    const [doc] = await this.getDocs([id]);
+    return doc;
+  }
+
+  /** Reads many documents in one `getMany`; throws `IntegrityError` on tampered content. */
+  async getDocs(ids: string[]): Promise<Array<Doc | undefined>> {
+    this.#assertOpen();
+    const values = await this.#subs.doc.getMany(ids);
+    return values.map((value, i) =>
+      value === undefined ? undefined : this.#openDoc(ids[i]!, value),
+    );
+  }
+
+  /** Ids of stored documents in key order, tombstones only if asked. */
+  async listDocIds({ includeDeleted = false } = {}): Promise<string[]> {
+    this.#assertOpen();
+    if (includeDeleted) return this.#subs.doc.keys().all();
+    // TODO: without tombstones this reads and parses every record; an index of deleted
+    // ids would make it a key scan.
+    const ids: string[] = [];
+    for await (const [id, value] of this.#subs.doc.iterator()) {
+      if (!(JSON.parse(value) as StoredDoc).deleted) ids.push(id);
+    }
+    return ids;
+  }
+
+  // Attachments
+
+  /** Stores an attachment snapshot; see `Transaction.putAttachment`. */
+  async putAttachment(snapshot: unknown): Promise<CommitResult> {
+    return this.commit((tx) => {
+      tx.putAttachment(snapshot);
+    });
+  }
+
+  async getAttachment(blobId: string): Promise<AttachmentRecord | undefined> {
+    const [record] = await this.getAttachments([blobId]);
+    return record;
+  }
+
+  /** Reads many attachment records in one `getMany`. */
+  async getAttachments(blobIds: string[]): Promise<Array<AttachmentRecord | undefined>> {
+    this.#assertOpen();
+    const values = await this.#subs.att.getMany(blobIds);
+    return values.map((v) => (v === undefined ? undefined : (JSON.parse(v) as AttachmentRecord)));
+  }
+
+  /**
+   * One page of attachment records in blob-id order, starting after `after`. For sweeps
+   * over every record; the daemon's start-up needs only `listActiveAttachments`.
+   */
+  async listAttachments({ after, limit = 1000 }: { after?: string; limit?: number } = {}) {
+    this.#assertOpen();
+    const range = after === undefined ? { limit } : { gt: after, limit };
+    const values = await this.#subs.att.values(range).all();
+    return values.map((v) => JSON.parse(v) as AttachmentRecord);
+  }
+
+  /** The unsettled attachments, from the small `active` index. */
+  async listActiveAttachments(): Promise<ActiveAttachment[]> {
+    this.#assertOpen();
+    const entries = await this.#subs.active.iterator().all();
+    return entries.map(([blobId, state]) => ({ blobId, state: JSON.parse(state) as string }));
+  }
+
+  // Settings and the watch-folder index
+
+  async getSetting(key: string): Promise<unknown> {
+    this.#assertOpen();
+    const value = await this.#subs.setting.get(key);
+    return value === undefined ? undefined : JSON.parse(value);
+  }
+
+  async putSetting(key: string, value: unknown): Promise<void> {
+    await this.commit((tx) => tx.putSetting(key, value));
+  }
+
+  async deleteSetting(key: string): Promise<void> {
+    await this.commit((tx) => tx.deleteSetting(key));
+  }
+
+  async getWatchEntry(path: string): Promise<WatchEntry | undefined> {
+    this.#assertOpen();
+    const value = await this.#subs.watch.get(path);
+    return value === undefined ? undefined : (JSON.parse(value) as WatchEntry);
+  }
+
+  async putWatchEntry(path: string, entry: WatchEntry): Promise<void> {
+    await this.commit((tx) => tx.putWatchEntry(path, entry));
+  }
+
+  async deleteWatchEntry(path: string): Promise<void> {
+    await this.commit((tx) => tx.deleteWatchEntry(path));
+  }
+
+  /** Watch entries whose path starts with `prefix` (all when omitted), in path order. */
+  async listWatchEntries({ prefix = '' } = {}): Promise<Array<{ path: string } & WatchEntry>> {
+    this.#assertOpen();
+    const range = prefix === '' ? {} : { gte: prefix, lt: `${prefix}\uffff` };
+    const entries = await this.#subs.watch.iterator(range).all();
+    return entries.map(([path, value]) => ({ path, ...(JSON.parse(value) as WatchEntry) }));
+  }
+
+  // Event log
+
+  /** Epoch, oldest kept and last seq of the event log, as durable now. */
+  get eventLog(): EventLogState {
+    return { ...this.#events };
+  }
+
+  /**
+   * Events with seq greater than `after`, oldest first, at most `limit` (default 1000).
+   * Returns a gap instead when events after `after` were trimmed, when `after` is beyond
+   * the last seq, or when `epoch` is given and is not the log's: the caller must re-read
+   * state and continue from the gap's `lastSeq`.
+   */
+  async readEventsAfter(
+    after: number,
+    { limit = 1000, epoch }: { limit?: number; epoch?: string } = {},
+  ): Promise<ReadEventsResult> {
+    this.#assertOpen();
+    if (!Number.isSafeInteger(after) || after < 0) {
+      throw new TypeError('after must be a non-negative integer');
+    }
+    if (!Number.isSafeInteger(limit) || limit < 1) {
+      throw new TypeError('limit must be a positive integer');
+    }
+    const log = this.eventLog;
+    const gap = (state: EventLogState): ReadEventsResult => ({
+      gap: true,
+      epoch: state.epoch,
+      oldestSeq: state.oldestSeq,
+      lastSeq: state.lastSeq,
+    });
+    if ((epoch !== undefined && epoch !== log.epoch) || after > log.lastSeq) return gap(log);
+    if (after < log.oldestSeq - 1) return gap(log);
+
+    const values = await this.#subs.event.values({ gt: seqKey(after), limit }).all();
+    const events = values.map((v) => JSON.parse(v) as StoreEvent);
+    // A group written meanwhile may have trimmed or reset past `after`.
+    const first = events[0];
+    const now = this.eventLog;
+    if (now.epoch !== log.epoch) return gap(now);
+    if (first === undefined ? after < log.lastSeq : first.seq !== after + 1) return gap(now);
+    return { gap: false, epoch: log.epoch, events, lastSeq: now.lastSeq };
+  }
+
+  /** Appends one event on its own; see `Transaction.event`. Resolves with its seq. */
+  async appendEvent(data: EventInput): Promise<number> {
+    const { seqs } = await this.commit((tx) => tx.event(data));
+    return seqs[0]!;
+  }
+
+  /** Drops every kept event and starts a new epoch; see `Transaction.resetEventLog`. */
+  async resetEventLog(): Promise<void> {
+    await this.commit((tx) => tx.resetEventLog());
+  }
+
+  // Group write
+
+  async #writeGroup(txs: Transaction[]): Promise<Array<CommitResult | Error>> {
+    const view = await this.#readDocsFor(txs);
+    const plan = new EventLogPlan(this.#events, this.#maxEvents);
+    const at = this.#now();
+    const ops: StoreOp[] = [];
+
+    const results = txs.map((tx): CommitResult | Error => {
+      try {
+        return this.#applyTx(tx, view, plan, ops, at);
+      } catch (error) {
+        if (DOC_ERRORS.some((type) => error instanceof type)) return error as Error;
+        throw error;
+      }
+    });
+    ops.push(...plan.ops());
+    const writes = await this.#withoutIdleActiveDeletes(ops);
+
+    if (writes.length > 0) {
+      await this.#db.batch(
+        writes.map((op) =>
+          op.type === 'put'
+            ? { type: 'put', sublevel: this.#subs[op.sublevel], key: op.key, value: op.value }
+            : { type: 'del', sublevel: this.#subs[op.sublevel], key: op.key },
+        ),
+        { sync: this.#sync },
+      );
+    }
+    this.#events = plan.state;
+    return results;
+  }
+
+  /**
+   * Drops deletions of `active` entries that do not exist. Every settled attachment write
+   * deletes its `active` entry; most never had one, and a million such deletions would
+   * leave tombstones that start-up's listing of the small `active` range has to skip.
+   */
+  async #withoutIdleActiveDeletes(ops: StoreOp[]): Promise<StoreOp[]> {
+    const keys = new Set<string>();
+    for (const op of ops)
+      if (op.type === 'del' && op.sublevel === SUBLEVELS.active) keys.add(op.key);
+    if (keys.size === 0) return ops;
+
+    const list = [...keys];
+    const values = await this.#subs.active.getMany(list);
+    const present = new Map(list.map((key, i) => [key, values[i] !== undefined]));
+    return ops.filter((op) => {
+      if (op.sublevel !== SUBLEVELS.active) return true;
+      const keep = op.type === 'put' || present.get(op.key) === true;
+      present.set(op.key, op.type === 'put');
+      return keep;
+    });
+  }
+
+  /** Stored state of every document the group touches, in one `getMany`. */
+  async #readDocsFor(txs: Transaction[]): Promise<Map<string, StoredDoc | null>> {
+    const ids = new Set<string>();
+    for (const tx of txs) {
+      for (const step of tx.steps) if ('doc' in step) ids.add(step.doc.id);
+    }
+    const list = [...ids];
+    const values = list.length > 0 ? await this.#subs.doc.getMany(list) : [];
+    return new Map(
+      list.map((id, i) => {
+        const value = values[i];
+        return [id, value === undefined ? null : (JSON.parse(value) as StoredDoc)];
+      }),
+    );
+  }
+
+  /**
+   * Checks one transaction against the group's view and, when every check passes, adds
+   * its ops and events. Throws a document error before touching `view`, `plan` or `ops`.
+   */
+  #applyTx(
+    tx: Transaction,
+    view: Map<string, StoredDoc | null>,
+    plan: EventLogPlan,
+    ops: StoreOp[],
+    at: number,
+  ): CommitResult {
+    const local = new Map<string, StoredDoc | null>();
+    const txOps: StoreOp[] = [];
+    const events: Array<EventInput | 'reset'> = [];
+    const docs: DocChange[] = [];
+
+    for (const step of tx.steps) {
+      if ('op' in step) {
+        txOps.push(step.op);
+      } else if ('event' in step) {
+        events.push(step.event);
+      } else if ('resetEvents' in step) {
+        events.push('reset');
+      } else {
+        const { id } = step.doc;
+        const current = local.has(id) ? local.get(id)! : (view.get(id) ?? null);
+        const next = this.#applyDoc(step.doc, current);
+        local.set(id, next);
+        txOps.push({ type: 'put', sublevel: SUBLEVELS.docs, key: id, value: JSON.stringify(next) });
+        if (step.doc.kind !== 'generation') {
+          docs.push({ id, rev: next.rev, deleted: next.deleted });
+          events.push({ kind: 'doc', docId: id, rev: next.rev, deleted: next.deleted });
+        }
+      }
+    }
+
+    for (const [id, doc] of local) view.set(id, doc);
+    ops.push(...txOps);
+    const seqs: number[] = [];
+    for (const event of events) {
+      if (event === 'reset') plan.reset();
+      else seqs.push(plan.append(event, at));
+    }
+    return { seqs, docs };
+  }
+
+  #applyDoc(intent: DocIntent, current: StoredDoc | null): StoredDoc {
+    const { id } = intent;
+    const generation = current?.lastSeenServerGeneration ?? null;
+    switch (intent.kind) {
+      case 'create':
+        if (current !== null) {
+          throw new ConflictError(id, current.rev, `document ${id} already exists`);
+        }
+        return this.#sealDoc(id, '', intent.json, generation);
+      case 'put':
+        if (current === null) {
+          if (intent.baseRev !== '') throw new DocumentNotFoundError(id);
+          return this.#sealDoc(id, '', intent.json, generation);
+        }
+        this.#checkBase(id, current, intent.baseRev);
+        return this.#sealDoc(id, current.rev, intent.json, generation);
+      case 'delete':
+        if (current === null) throw new DocumentNotFoundError(id);
+        this.#checkBase(id, current, intent.baseRev);
+        if (current.deleted) throw new AlreadyDeletedError(id);
+        return {
+          rev: nextRevisionText(current.rev, this.deviceId),
+          sealed: null,
+          deleted: true,
+          lastSeenServerGeneration: generation,
+        };
+      case 'generation':
+        if (current === null) throw new DocumentNotFoundError(id);
+        return { ...current, lastSeenServerGeneration: intent.generation };
+    }
+  }
+
+  #checkBase(id: string, current: StoredDoc, baseRev: string): void {
+    if (current.rev !== baseRev) {
+      throw new ConflictError(
+        id,
+        current.rev,
+        `document ${id} is at revision ${current.rev}, not ${baseRev || '(none)'}`,
+      );
+    }
+  }
+
+  #sealDoc(id: string, baseRev: string, json: string, generation: number | null): StoredDoc {
+    const rev = nextRevisionText(baseRev, this.deviceId);
+    const sealed = this.#sealer.seal(id, rev, Buffer.from(json, 'utf8')).toString('base64');
+    return { rev, sealed, deleted: false, lastSeenServerGeneration: generation };
+  }
+
+  #openDoc(id: string, value: string): Doc {
+    const stored = JSON.parse(value) as StoredDoc;
+    const content =
+      stored.sealed === null
+        ? null
+        : (JSON.parse(
+            this.#sealer
+              .open(id, stored.rev, Buffer.from(stored.sealed, 'base64'))
+              .toString('utf8'),
+          ) as DocContent);
+    return {
+      id,
+      rev: stored.rev,
+      content,
+      deleted: stored.deleted,
+      lastSeenServerGeneration: stored.lastSeenServerGeneration,
+    };
+  }
+
+  #assertOpen(): void {
+    if (this.#closing !== undefined) throw new StoreClosedError();
+  }
+}
