@@ -1,0 +1,159 @@
+import {
+  encodeDownloadEntryHeader,
+  FrameReader,
+  MAX_STREAM_LINE_BYTES,
+  parseDownloadRequest,
+  parseUploadManifest,
+  StreamFramingError,
+  type UploadResult,
+} from '../../wire/stream.js';
+import type { BlobRef } from '../backends/blobs-backend.js';
+import { BlobsError } from '../errors.js';
+import type { Exchange } from '../exchange.js';
+import { type Plan, pickMethod } from '../plan.js';
+import { checkQueryFields, readDirection, readNamespace } from '../query-fields.js';
+import { quotaOf, type ServerContext } from '../server-context.js';
+import type { UserRecord } from '../user-store.js';
+
+function framingToRequestError(error: unknown): unknown {
+  return error instanceof StreamFramingError
+    ? new BlobsError('invalid_request', error.message, { cause: error })
+    : error;
+}
+
+/**
+ * Download: per id, a header line and the bytes. The status (200) goes out before the
+ * first blob is opened; a fault after that cuts the connection, which the client sees
+ * as a truncated stream.
+ */
+async function download(
+  context: ServerContext,
+  exchange: Exchange,
+  user: string,
+  namespace: string,
+): Promise<void> {
+  let ids: string[];
+  try {
+    const body = await exchange.readSmallBody(MAX_STREAM_LINE_BYTES);
+    ids = parseDownloadRequest(body.toString('utf8'));
+  } catch (error) {
+    throw framingToRequestError(error);
+  }
+  exchange.res.writeHead(200, { 'content-type': 'application/octet-stream' });
+  for (const id of ids) {
+    const ref: BlobRef = { user, namespace, id };
+    let opened: Awaited<ReturnType<typeof context.backend.open>>;
+    try {
+      opened = await context.backend.open(ref);
+    } catch (error) {
+      if (!(error instanceof BlobsError) || error.code !== 'not_found') throw error;
+      await exchange.writeChunk(encodeDownloadEntryHeader({ id, error: 'not_found' }));
+      continue;
+    }
+    try {
+      await exchange.writeChunk(encodeDownloadEntryHeader({ id, size: opened.size }));
+    } catch (error) {
+      opened.stream.destroy();
+      throw error;
+    }
+    await exchange.pipeFrom(opened.stream, opened.size);
+  }
+  exchange.res.end();
+}
+
+/**
+ * Upload: the manifest line, then each body in turn, each stored as a PUT would be. A
+ * refused blob's bytes are skipped; blobs stored before the request broke stay stored.
+ */
+async function upload(
+  context: ServerContext,
+  exchange: Exchange,
+  owner: UserRecord,
+  namespace: string,
+): Promise<void> {
+  const reader = new FrameReader(exchange.body());
+  let entries: ReturnType<typeof parseUploadManifest>;
+  try {
+    const line = await reader.readLine(MAX_STREAM_LINE_BYTES);
+    if (line === undefined) throw new BlobsError('invalid_request', 'the upload body is empty');
+    entries = parseUploadManifest(line);
+  } catch (error) {
+    throw framingToRequestError(error);
+  }
+  const { maxBlobSize } = context.config;
+  const quota = quotaOf(context, owner);
+  const results: Record<string, UploadResult> = {};
+  let broken = false;
+  for (const { id, size } of entries) {
+    if (broken) {
+      results[id] = 'invalid_request';
+      continue;
+    }
+    const ref: BlobRef = { user: owner.uuid, namespace, id };
+    try {
+      const body = reader.readBody(size);
+      if (size > maxBlobSize) throw new BlobsError('too_large', `blob ${id} is too large`);
+      const stored = await context.backend.write(ref, body, {
+        quota,
+        maxSize: maxBlobSize,
+        expectedSize: size,
+      });
+      exchange.bytes += stored.size;
+      results[id] = 'created';
+    } catch (error) {
+      if (exchange.requestError !== undefined) throw error;
+      if (error instanceof StreamFramingError) {
+        results[id] = 'invalid_request';
+        broken = true;
+      } else if (error instanceof BlobsError) {
+        results[id] = error.code;
+        if (error.code === 'internal')
+          exchange.log.error({ err: error, blobId: id }, 'stream write');
+      } else {
+        exchange.log.error({ err: error, blobId: id }, 'stream upload of one blob failed');
+        results[id] = 'internal';
+      }
+    }
+  }
+  if (!broken) {
+    let atEnd: boolean;
+    try {
+      atEnd = await reader.atEnd();
+    } catch (error) {
+      if (exchange.requestError !== undefined || !(error instanceof StreamFramingError)) {
+        throw error;
+      }
+      atEnd = true;
+    }
+    if (!atEnd) {
+      throw new BlobsError('invalid_request', 'bytes after the last blob of the manifest');
+    }
+  }
+  exchange.sendJson(200, results);
+}
+
+/** `POST /stream/{uuid}?direction=download|upload`: many blobs in one request. */
+export function planStream(
+  context: ServerContext,
+  method: string,
+  uuid: string,
+  query: Map<string, string>,
+): Plan {
+  return pickMethod(method, {
+    POST: () => {
+      checkQueryFields(query, ['namespace', 'direction']);
+      const namespace = readNamespace(query);
+      const direction = readDirection(query);
+      return {
+        route: `/stream/:uuid?direction=${direction}`,
+        access: 'user',
+        uuid,
+        run: async (exchange, user) => {
+          exchange.namespace = namespace;
+          if (direction === 'download') await download(context, exchange, uuid, namespace);
+          else await upload(context, exchange, user, namespace);
+        },
+      };
+    },
+  });
+}

@@ -1,0 +1,92 @@
+import assert from 'node:assert/strict';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { readFile, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { encodeTokenAuth } from '../../wire/auth.js';
+import { CLI_PATH } from '../helpers/server-process.js';
+import { tempDir } from '../helpers/tmp.js';
+import { waitFor } from '../helpers/wait.js';
+
+interface Demo {
+  child: ChildProcess;
+  output: () => string;
+  exited: Promise<number | null>;
+}
+
+function startDemo(cwd: string, children: ChildProcess[]): Demo {
+  const child = spawn(process.execPath, [CLI_PATH, 'demo'], {
+    cwd,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  children.push(child);
+  let output = '';
+  child.stdout!.setEncoding('utf8').on('data', (text: string) => {
+    output += text;
+  });
+  child.stderr!.setEncoding('utf8').on('data', (text: string) => {
+    output += text;
+  });
+  const exited = new Promise<number | null>((resolve) =>
+    child.once('exit', (code) => resolve(code)),
+  );
+  return { child, output: () => output, exited };
+}
+
+describe('soledad demo', () => {
+  const children: ChildProcess[] = [];
+  const folders: { remove(): Promise<void> }[] = [];
+
+  after(async () => {
+    for (const child of children) {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+    }
+    for (const folder of folders) await folder.remove();
+  });
+
+  it('serves a demo user from .demo, prints where things are, keeps the user across runs and stops on Ctrl-C', async () => {
+    const dir = await tempDir();
+    folders.push(dir);
+    const first = startDemo(dir.path, children);
+    await waitFor(() => first.output().includes('Ctrl-C'), {
+      timeoutMs: 15_000,
+      what: 'the demo banner',
+    });
+    const url = /blobs server\s+(http:\/\/\S+)/.exec(first.output())![1]!;
+    const credentialsPath = join(dir.path, '.demo', 'demo-user.json');
+    assert.equal((await stat(credentialsPath)).mode & 0o777, 0o600);
+    assert.equal((await stat(join(dir.path, '.demo', 'curl-auth.conf'))).mode & 0o777, 0o600);
+    const demoUser = JSON.parse(await readFile(credentialsPath, 'utf8')) as {
+      uuid: string;
+      token: string;
+    };
+    assert.ok(first.output().includes(demoUser.uuid));
+    assert.equal(first.output().includes(demoUser.token), false);
+    assert.match(first.output(), /curl -K \.demo\/curl-auth\.conf/);
+
+    const auth = encodeTokenAuth(demoUser.uuid, demoUser.token);
+    const put = await fetch(`${url}/blobs/${demoUser.uuid}/hello`, {
+      method: 'PUT',
+      body: 'hello',
+      headers: { authorization: auth },
+    });
+    assert.equal(put.status, 200);
+
+    first.child.kill('SIGINT');
+    assert.equal(await first.exited, 0);
+
+    const second = startDemo(dir.path, children);
+    await waitFor(() => second.output().includes('Ctrl-C'), {
+      timeoutMs: 15_000,
+      what: 'the second banner',
+    });
+    assert.ok(second.output().includes(demoUser.uuid));
+    const url2 = /blobs server\s+(http:\/\/\S+)/.exec(second.output())![1]!;
+    const get = await fetch(`${url2}/blobs/${demoUser.uuid}/hello`, {
+      headers: { authorization: auth },
+    });
+    assert.equal(await get.text(), 'hello');
+    second.child.kill('SIGTERM');
+    assert.equal(await second.exited, 0);
+  });
+});

@@ -1,0 +1,267 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { readListeningFile } from '../../server/listening-file.js';
+import { encodeTokenAuth } from '../../wire/auth.js';
+import { tempDir } from './tmp.js';
+import { waitFor } from './wait.js';
+
+/** The compiled `soledad` entry point beside this compiled helper (`dist/cli/main.js`). */
+export const CLI_PATH = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'cli', 'main.js');
+
+export interface ExitStatus {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+export interface CliResult extends ExitStatus {
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs `soledad ...args` to completion; killed (by PID) if it outlives `timeoutMs`. */
+export async function runSoledadCli(
+  args: readonly string[],
+  options: { timeoutMs?: number; cwd?: string; env?: NodeJS.ProcessEnv } = {},
+): Promise<CliResult> {
+  const child = spawn(process.execPath, [CLI_PATH, ...args], {
+    cwd: options.cwd,
+    env: options.env ?? process.env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (text: string) => {
+    stdout += text;
+  });
+  child.stderr.setEncoding('utf8').on('data', (text: string) => {
+    stderr += text;
+  });
+  const timer = setTimeout(() => killPid(child.pid), options.timeoutMs ?? 20_000);
+  try {
+    const status = await exitOf(child);
+    return { ...status, stdout, stderr };
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function killPid(pid: number | undefined, signal: NodeJS.Signals = 'SIGKILL'): void {
+  if (pid === undefined) return;
+  try {
+    process.kill(pid, signal);
+  } catch {
+    // already gone
+  }
+}
+
+function exitOf(child: ChildProcess): Promise<ExitStatus> {
+  return new Promise((resolve, reject) => {
+    child.once('error', reject);
+    child.once('exit', (code, signal) => resolve({ code, signal }));
+  });
+}
+
+async function writeServiceTokens(path: string, tokens: Record<string, string>): Promise<void> {
+  const lines = Object.entries(tokens).map(([service, token]) => `${service}:${token}\n`);
+  await writeFile(path, lines.join(''), { mode: 0o600 });
+}
+
+export interface ServerProcessOptions {
+  /** Storage root. When absent, a fresh temp folder that `cleanup()` removes. */
+  root?: string;
+  /**
+   * Config file fields (snake_case, as in a real config file). `root` and both ports
+   * (0) are filled in unless given here.
+   */
+  config?: Record<string, unknown>;
+  /** `service → token` pairs written to the services tokens file. */
+  serviceTokens?: Record<string, string>;
+  /** How long to wait for `listening.json`; default 15 s. */
+  readyTimeoutMs?: number;
+}
+
+/** A user made with `soledad server add-user`. */
+export interface ServerUser {
+  uuid: string;
+  token: string;
+  /** The `Authorization` header value for this user. */
+  authorization: string;
+}
+
+/**
+ * A `soledad server` child process on loopback ports chosen by the OS. Stop it with
+ * `stop()` (a signal, then its exit status) or, in `after()`, `cleanup()` (SIGKILL by
+ * PID if still running, then removal of the temp folders it made).
+ */
+export class ServerProcess {
+  readonly pid: number;
+  /** Storage root (`root` in the config). */
+  readonly root: string;
+  readonly configPath: string;
+  /** Path of the services tokens file. */
+  readonly tokensPath: string;
+  /** Settles when the process exits. */
+  readonly exited: Promise<ExitStatus>;
+  readonly #child: ChildProcess;
+  readonly #removeTemp: () => Promise<void>;
+  #url = '';
+  #servicesUrl = '';
+  #stdout = '';
+  #stderr = '';
+  #running = true;
+
+  private constructor(init: {
+    child: ChildProcess;
+    root: string;
+    configPath: string;
+    tokensPath: string;
+    removeTemp: () => Promise<void>;
+  }) {
+    this.#child = init.child;
+    this.pid = init.child.pid!;
+    this.root = init.root;
+    this.configPath = init.configPath;
+    this.tokensPath = init.tokensPath;
+    this.#removeTemp = init.removeTemp;
+    init.child.stdout!.setEncoding('utf8').on('data', (text: string) => {
+      this.#stdout += text;
+    });
+    init.child.stderr!.setEncoding('utf8').on('data', (text: string) => {
+      this.#stderr += text;
+    });
+    this.exited = exitOf(init.child).finally(() => {
+      this.#running = false;
+    });
+  }
+
+  /** Starts a server and resolves once it has written its `listening.json`. */
+  static async start(options: ServerProcessOptions = {}): Promise<ServerProcess> {
+    const base = await tempDir('soledad-server-');
+    const root = options.root ?? join(base.path, 'root');
+    const configPath = join(base.path, 'server.json');
+    const tokensPath = join(base.path, 'services.tokens');
+    const config = {
+      root,
+      ...options.config,
+      public: { port: 0, ...(options.config?.public as object | undefined) },
+      services: {
+        port: 0,
+        tokens_file: tokensPath,
+        ...(options.config?.services as object | undefined),
+      },
+    };
+    await mkdir(root, { recursive: true });
+    await writeFile(configPath, JSON.stringify(config, null, 2));
+    await writeServiceTokens(tokensPath, options.serviceTokens ?? {});
+
+    const child = spawn(process.execPath, [CLI_PATH, 'server', '--config', configPath], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const server = new ServerProcess({
+      child,
+      root,
+      configPath,
+      tokensPath,
+      removeTemp: base.remove,
+    });
+    try {
+      const info = await Promise.race([
+        waitFor(
+          async () => {
+            const found = await readListeningFile(root);
+            return found?.pid === server.pid ? found : undefined;
+          },
+          { timeoutMs: options.readyTimeoutMs ?? 15_000, what: 'the server to listen' },
+        ),
+        server.exited.then((status) => {
+          throw new Error(
+            `server exited before listening (${JSON.stringify(status)}): ${server.stderr}`,
+          );
+        }),
+      ]);
+      server.#url = info.public.url;
+      server.#servicesUrl = info.services.url;
+    } catch (error) {
+      await server.cleanup();
+      throw error;
+    }
+    return server;
+  }
+
+  /** Base URL of the public listener, e.g. `http://127.0.0.1:40123`. */
+  get url(): string {
+    return this.#url;
+  }
+
+  /** Base URL of the services listener. */
+  get servicesUrl(): string {
+    return this.#servicesUrl;
+  }
+
+  get running(): boolean {
+    return this.#running;
+  }
+
+  /** Everything the server wrote to stdout so far (JSON log lines). */
+  get stdout(): string {
+    return this.#stdout;
+  }
+
+  get stderr(): string {
+    return this.#stderr;
+  }
+
+  /** Log lines so far, parsed. */
+  logs(): Record<string, unknown>[] {
+    return this.#stdout
+      .split('\n')
+      .filter((line) => line.startsWith('{'))
+      .map((line) => JSON.parse(line) as Record<string, unknown>);
+  }
+
+  /** Replaces the services tokens file (the server re-reads it on its next request). */
+  async setServiceTokens(tokens: Record<string, string>): Promise<void> {
+    await writeServiceTokens(this.tokensPath, tokens);
+  }
+
+  /** Adds a user through `soledad server add-user` (works while the server runs). */
+  async addUser(options: { uuid?: string; quota?: number | string } = {}): Promise<ServerUser> {
+    const args = ['server', 'add-user', '--config', this.configPath, '--json'];
+    if (options.uuid !== undefined) args.push('--uuid', options.uuid);
+    if (options.quota !== undefined) args.push('--quota', String(options.quota));
+    const result = await runSoledadCli(args);
+    if (result.code !== 0) throw new Error(`add-user failed: ${result.stderr}`);
+    const { uuid, token } = JSON.parse(result.stdout) as { uuid: string; token: string };
+    return { uuid, token, authorization: encodeTokenAuth(uuid, token) };
+  }
+
+  /** Sends `signal` (default SIGTERM) and resolves with the exit status, or throws after `timeoutMs`. */
+  async stop(signal: NodeJS.Signals = 'SIGTERM', timeoutMs = 20_000): Promise<ExitStatus> {
+    if (this.#running) killPid(this.pid, signal);
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`server did not exit after ${signal}`)), timeoutMs);
+    });
+    try {
+      return await Promise.race([this.exited, timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** SIGKILL by PID if still running, then removes the temp folder made by `start`. */
+  async cleanup(): Promise<void> {
+    if (this.#running) {
+      killPid(this.pid);
+      await this.exited.catch(() => undefined);
+    }
+    await this.#removeTemp();
+  }
+}
+
+/** Shorthand for `ServerProcess.start`. */
+export function startServer(options: ServerProcessOptions = {}): Promise<ServerProcess> {
+  return ServerProcess.start(options);
+}
