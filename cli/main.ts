@@ -1,8 +1,10 @@
 #!/usr/bin/env node
 import { Command } from 'commander';
+import { registerConfigCommand } from './config-command.js';
 import { registerDemoCommand } from './demo-command.js';
 import { registerInitCommand } from './init-command.js';
 import { registerServerCommands } from './server-command.js';
+import { registerUnitsCommand } from './units-command.js';
 
 const program = new Command()
   .name('soledad')
@@ -12,5 +14,7 @@ const program = new Command()
 registerServerCommands(program);
 registerInitCommand(program);
 registerDemoCommand(program);
+registerConfigCommand(program);
+registerUnitsCommand(program);
 
 await program.parseAsync(process.argv);
