@@ -1,0 +1,220 @@
+import type { Writable } from 'node:stream';
+import { finished } from 'node:stream/promises';
+import type { Logger } from 'pino';
+import type { RemoveInput, TransferInput } from '../machines/index.js';
+import { createDecryptStream } from './crypto/decrypt-stream.js';
+import { NotDecryptableError } from './crypto/not-decryptable-error.js';
+import type { TransferProgress } from './daemon-api.js';
+import { DaemonError } from './daemon-error.js';
+import { LocalBlobError, type LocalBlobStore, type LocalBlobWriter } from './local-blob-store.js';
+import { metered, ProgressMeter } from './progress-meter.js';
+import type { BlobsClient } from './remote/blobs-client.js';
+import { RemoteError } from './remote/remote-error.js';
+import type { RemoteStatus } from './remote-status.js';
+import { type UploadBatcher, verifyRemoteSize } from './upload-batcher.js';
+
+export interface BlobTransfersOptions {
+  /** Undefined when no server is configured: transfers fail with `remote_unavailable`. */
+  client: BlobsClient | undefined;
+  local: LocalBlobStore;
+  secret: Buffer;
+  remoteStatus: RemoteStatus;
+  batcher: UploadBatcher | undefined;
+  emitProgress(progress: TransferProgress): void;
+  logger: Logger;
+}
+
+/**
+ * The side effects of the attachment machine: upload, download, evict and remove. Each
+ * rejects with an error whose string `code` the machine classifies (a RemoteError's code,
+ * `integrity_error`, ...). Every byte is streamed; nothing holds a whole blob.
+ */
+export class BlobTransfers {
+  readonly #options: BlobTransfersOptions;
+
+  constructor(options: BlobTransfersOptions) {
+    this.#options = options;
+  }
+
+  /**
+   * Sends the local envelope to the server: its share of a `/stream` batch when the
+   * batcher started it, else one streamed PUT. `blob_exists` means an earlier attempt
+   * landed: done once the server's size matches ours.
+   */
+  async upload(input: TransferInput, signal: AbortSignal): Promise<void> {
+    const claim = this.#options.batcher?.claim(input.blobId);
+    if (claim) return claim;
+    const { local, logger, remoteStatus } = this.#options;
+    const client = this.#client();
+    const started = performance.now();
+    const file = await local.createReadStream(input.blobId);
+    const meter = new ProgressMeter(input.blobId, 'upload', input.size, this.#options.emitProgress);
+    try {
+      await remoteStatus.track(
+        client.put(input.blobId, metered(file, meter), input.size, {
+          namespace: input.namespace,
+          signal,
+        }),
+      );
+    } catch (error) {
+      if ((error as { code?: unknown }).code !== 'blob_exists') throw error;
+      await remoteStatus.track(
+        verifyRemoteSize(client, input.blobId, input.size, signal, input.namespace),
+      );
+    } finally {
+      file.destroy();
+    }
+    const ms = Math.round(performance.now() - started);
+    logger.info({ blobId: input.blobId, bytes: input.size, ms }, 'upload finished');
+  }
+
+  /**
+   * Fetches the envelope into a local-store writer while a decrypt stream verifies it
+   * chunk by chunk; the writer is committed only after the final chunk verified, so a
+   * tampered blob leaves nothing behind (`integrity_error`). An `external` envelope is
+   * stored as it is.
+   */
+  async download(input: TransferInput, signal: AbortSignal): Promise<void> {
+    const { local, logger, remoteStatus } = this.#options;
+    const client = this.#client();
+    const started = performance.now();
+    if (await local.has(input.blobId)) {
+      // A download that landed before a crash kept its state from being recorded.
+      if (await this.#verifyLocal(input.blobId)) return;
+      await local.delete(input.blobId);
+    }
+    const response = await remoteStatus.track(
+      client.get(input.blobId, { namespace: input.namespace, signal }),
+    );
+    let writer: LocalBlobWriter | undefined;
+    try {
+      writer = await local.writer(input.blobId);
+      const meter = new ProgressMeter(
+        input.blobId,
+        'download',
+        response.size,
+        this.#options.emitProgress,
+      );
+      await this.#verifyInto(input.blobId, metered(response.stream, meter), writer);
+      await writer.commit();
+    } catch (error) {
+      response.stream.destroy();
+      await writer?.abort();
+      throw error;
+    }
+    const ms = Math.round(performance.now() - started);
+    logger.info({ blobId: input.blobId, bytes: response.size, ms }, 'download finished');
+  }
+
+  /**
+   * Drops the local copy once the server confirms it holds a blob of the same size.
+   * `not_found` (the server lost it) sends the machine back to uploading.
+   */
+  async evict(input: TransferInput, signal: AbortSignal): Promise<void> {
+    const { local, remoteStatus } = this.#options;
+    const client = this.#client();
+    const stored = await remoteStatus.track(
+      client.size(input.blobId, { namespace: input.namespace, signal }),
+    );
+    const ours = await local.size(input.blobId);
+    if (stored !== ours) {
+      throw new DaemonError(
+        'invalid_state',
+        `the server holds ${stored} bytes under ${input.blobId}, this device ${ours}`,
+      );
+    }
+    await local.delete(input.blobId);
+  }
+
+  /**
+   * Deletes the blob on the server (a `local` deletion; absent there is fine) and the
+   * local copy. Idempotent.
+   */
+  async remove(input: RemoveInput, signal: AbortSignal): Promise<void> {
+    const { client, local, remoteStatus } = this.#options;
+    if (input.deletion === 'local' && client !== undefined) {
+      try {
+        await remoteStatus.track(
+          client.delete(input.blobId, { namespace: input.namespace, signal }),
+        );
+      } catch (error) {
+        if (!(error instanceof RemoteError && error.code === 'not_found')) throw error;
+      }
+    }
+    // TODO: without a configured server, a local deletion cannot reach a copy uploaded
+    // earlier; only the local copy is removed.
+    await local.delete(input.blobId);
+  }
+
+  #client(): BlobsClient {
+    const { client } = this.#options;
+    if (client === undefined) {
+      throw new DaemonError('remote_unavailable', 'no blobs server is configured');
+    }
+    return client;
+  }
+
+  /** Writes `source` into `writer` and through a decrypt stream that must accept it all. */
+  async #verifyInto(
+    blobId: string,
+    source: AsyncIterable<Uint8Array>,
+    writer: LocalBlobWriter,
+  ): Promise<void> {
+    const decrypt = createDecryptStream({ secret: this.#options.secret, blobId });
+    let external = false;
+    let failure: unknown;
+    decrypt.on('error', (error) => {
+      if (error instanceof NotDecryptableError) external = true;
+      else failure ??= error;
+    });
+    // The plaintext is only verified here, not kept.
+    decrypt.resume();
+    for await (const chunk of source) {
+      if (failure !== undefined) break;
+      await writer.write(chunk);
+      if (!external) await writeWithBackpressure(decrypt, chunk);
+    }
+    if (failure === undefined && !external) {
+      decrypt.end();
+      await finished(decrypt).catch((error: unknown) => {
+        if (!(error instanceof NotDecryptableError)) failure ??= error;
+      });
+    }
+    if (failure !== undefined) throw failure;
+  }
+
+  /** True when the local copy of `blobId` decrypts and verifies to its end. */
+  async #verifyLocal(blobId: string): Promise<boolean> {
+    const file = await this.#options.local.createReadStream(blobId);
+    const decrypt = createDecryptStream({ secret: this.#options.secret, blobId });
+    try {
+      decrypt.resume();
+      file.pipe(decrypt);
+      await finished(decrypt);
+      return true;
+    } catch (error) {
+      if (error instanceof NotDecryptableError) return true;
+      if (error instanceof LocalBlobError) throw error;
+      return false;
+    } finally {
+      file.destroy();
+    }
+  }
+}
+
+/** Writes one chunk, waiting for `drain` when the stream asks for it (or its failure). */
+async function writeWithBackpressure(stream: Writable, chunk: Uint8Array): Promise<void> {
+  if (stream.destroyed) return;
+  if (stream.write(chunk)) return;
+  await new Promise<void>((resolve) => {
+    const done = () => {
+      stream.off('drain', done);
+      stream.off('close', done);
+      stream.off('error', done);
+      resolve();
+    };
+    stream.on('drain', done);
+    stream.on('close', done);
+    stream.on('error', done);
+  });
+}
