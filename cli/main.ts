@@ -1,6 +1,8 @@
 #!/usr/bin/env node
 import { Command } from 'commander';
+import { registerClientCommands } from './client-commands.js';
 import { registerConfigCommand } from './config-command.js';
+import { registerDaemonCommand } from './daemon-command.js';
 import { registerDemoCommand } from './demo-command.js';
 import { registerInitCommand } from './init-command.js';
 import { registerServerCommands } from './server-command.js';
@@ -13,6 +15,8 @@ const program = new Command()
 
 registerServerCommands(program);
 registerInitCommand(program);
+registerDaemonCommand(program);
+registerClientCommands(program);
 registerDemoCommand(program);
 registerConfigCommand(program);
 registerUnitsCommand(program);
