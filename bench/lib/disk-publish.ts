@@ -1,0 +1,80 @@
+import { link, mkdir, mkdtemp, open, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+
+export interface DiskPublishOptions {
+  /** A folder on the filesystem to measure; a temp folder is made inside and removed. */
+  parent: string;
+  files: number;
+  /** Bytes per file (written from `data`, which must be at least this long). */
+  data: Buffer;
+  size: number;
+  inFlight: number;
+  /** Also fsync the destination folder after each link, as a durable publish needs. */
+  syncDir: boolean;
+}
+
+/**
+ * The disk's own limit for small durable files: per file, create a temp file, write it,
+ * fsync, close, link(2) it to its final name (and optionally fsync that folder), with
+ * `inFlight` files at once. Resolves with files per second.
+ */
+export async function diskPublishRate(options: DiskPublishOptions): Promise<number> {
+  const dir = await mkdtemp(join(options.parent, 'soledad-bench-disk-'));
+  try {
+    const tmp = join(dir, 'tmp');
+    const published = join(dir, 'published');
+    await mkdir(tmp);
+    await mkdir(published);
+    const body = options.data.subarray(0, options.size);
+    let next = 0;
+    const worker = async (): Promise<void> => {
+      while (next < options.files) {
+        const i = next++;
+        const temp = join(tmp, `${i}.tmp`);
+        const handle = await open(temp, 'wx', 0o600);
+        try {
+          await handle.write(body);
+          await handle.sync();
+        } finally {
+          await handle.close();
+        }
+        await link(temp, join(published, String(i)));
+        if (options.syncDir) {
+          const folder = await open(published, 'r');
+          try {
+            await folder.sync();
+          } finally {
+            await folder.close();
+          }
+        }
+      }
+    };
+    const started = performance.now();
+    await Promise.all(Array.from({ length: options.inFlight }, worker));
+    return options.files / ((performance.now() - started) / 1000);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * The disk's own rate for one large durable file: write `total` bytes (`block` again and
+ * again) to a new file in a temp folder under `parent`, fsync, close. Resolves with bytes
+ * per second; the file is removed.
+ */
+export async function diskWriteRate(parent: string, block: Buffer, total: number): Promise<number> {
+  const dir = await mkdtemp(join(parent, 'soledad-bench-disk-'));
+  try {
+    const started = performance.now();
+    const handle = await open(join(dir, 'large'), 'wx', 0o600);
+    try {
+      for (let written = 0; written < total; written += block.length) await handle.write(block);
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    return total / ((performance.now() - started) / 1000);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,98 @@
+// A bare node:http server, run as a child process by the server bench, to measure what
+// loopback HTTP alone can do on this machine. It prints `{"port": n}` on stdout once
+// listening, then serves until killed:
+//   PUT  /sink          reads the body, discards it, answers {"bytes": n}
+//   GET  /source?bytes=n  n bytes, written from one reused random 1 MiB buffer with backpressure
+//   GET  /ids?n=n         a JSON array of n random UUIDs (the shape of a blob listing)
+import { randomBytes, randomUUID } from 'node:crypto';
+import { createServer, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+
+const BLOCK = randomBytes(1024 * 1024);
+const MAX_COUNT = 10_000_000;
+const MAX_BYTES = 2 ** 40;
+
+function answer(res: ServerResponse, status: number, value: unknown): void {
+  const body = Buffer.from(JSON.stringify(value), 'utf8');
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': body.length });
+  res.end(body);
+}
+
+async function writeBytes(res: ServerResponse, total: number): Promise<void> {
+  res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': total });
+  let sent = 0;
+  while (sent < total && !res.destroyed) {
+    const chunk = total - sent >= BLOCK.length ? BLOCK : BLOCK.subarray(0, total - sent);
+    sent += chunk.length;
+    if (!res.write(chunk)) {
+      await new Promise<void>((resolve) => {
+        const done = (): void => {
+          res.off('drain', done);
+          res.off('close', done);
+          resolve();
+        };
+        res.on('drain', done);
+        res.on('close', done);
+      });
+    }
+  }
+  res.end();
+}
+
+/** Cached, so that generating the ids is not part of what the client measures. */
+const idLists = new Map<number, Buffer>();
+
+function idsBody(count: number): Buffer {
+  let body = idLists.get(count);
+  if (body === undefined) {
+    body = Buffer.from(JSON.stringify(Array.from({ length: count }, () => randomUUID())), 'utf8');
+    idLists.set(count, body);
+  }
+  return body;
+}
+
+function readCount(url: URL, name: string, max: number): number | undefined {
+  const value = Number(url.searchParams.get(name));
+  return Number.isSafeInteger(value) && value >= 0 && value <= max ? value : undefined;
+}
+
+const server = createServer({ requestTimeout: 0 }, (req, res) => {
+  const url = new URL(req.url ?? '/', 'http://peer');
+  if (req.method === 'PUT' && url.pathname === '/sink') {
+    let bytes = 0;
+    req.on('data', (chunk: Buffer) => {
+      bytes += chunk.length;
+    });
+    req.on('end', () => answer(res, 200, { bytes }));
+    req.on('error', () => res.destroy());
+    return;
+  }
+  if (req.method === 'GET' && url.pathname === '/source') {
+    const bytes = readCount(url, 'bytes', MAX_BYTES);
+    if (bytes === undefined) answer(res, 400, { error: 'bytes' });
+    else void writeBytes(res, bytes);
+    return;
+  }
+  if (req.method === 'GET' && url.pathname === '/ids') {
+    const count = readCount(url, 'n', MAX_COUNT);
+    if (count === undefined) {
+      answer(res, 400, { error: 'n' });
+      return;
+    }
+    const body = idsBody(count);
+    res.writeHead(200, { 'content-type': 'application/json', 'content-length': body.length });
+    res.end(body);
+    return;
+  }
+  req.resume();
+  answer(res, 404, { error: 'not_found' });
+});
+
+server.listen({ host: '127.0.0.1', port: 0 }, () => {
+  const { port } = server.address() as AddressInfo;
+  process.stdout.write(`${JSON.stringify({ port })}\n`);
+});
+
+// The bench kills this process by PID; a vanished parent closes stdin, which also ends it.
+process.stdin.resume();
+process.stdin.on('end', () => process.exit(0));
