@@ -73,6 +73,8 @@ export interface DaemonStatus {
   attachments: { local: number; remote: number; synced: number; failed: number; rejected: number };
   lastSync: { at: number; ok: boolean } | null;
   events: { epoch: string; latestSeq: number };
+  /** The configured watch folders; `watching` is false for one that is missing. */
+  watch: { path: string; watching: boolean }[];
 }
 
 /**

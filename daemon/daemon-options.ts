@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import { DEFAULT_MAX_CORRUPTIONS, DEFAULT_RETRY_DELAYS_MS } from '../machines/index.js';
 import type { DaemonClock } from './attachment-registry.js';
+import type { WatchFolderConfig } from './watch-folders.js';
 
 /** Transfer settings; every field has the DESIGN §5 default. */
 export interface TransferSettings {
@@ -48,6 +49,11 @@ export interface DaemonOptions {
   orphanGraceMs?: number;
   /** How long `close()` lets transfers in flight finish before aborting them; default 30 s. */
   stopTimeoutMs?: number;
+  /**
+   * Watch folders: their files become documents with the file as their attachment
+   * (see `WatchFolders`). Watching starts in the background once the daemon is ready.
+   */
+  watch?: { folders: readonly WatchFolderConfig[]; stabilityMs?: number };
   /** Default: silent. */
   logger?: Logger;
   /** Time source for back-off timers and deadlines; default the system clock. */

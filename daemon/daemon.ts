@@ -60,6 +60,7 @@ import { Store } from './store/index.js';
 import { TransferQueue } from './transfer-queue.js';
 import { TransferScheduler } from './transfer-scheduler.js';
 import { UploadBatcher } from './upload-batcher.js';
+import { WatchFolders } from './watch-folders.js';
 
 export type { DaemonOptions, TransferSettings } from './daemon-options.js';
 
@@ -78,6 +79,8 @@ export class Daemon implements DaemonApi {
   readonly dataDir: string;
   readonly #options: DaemonOptions;
   readonly #transfers: TransferSettings;
+  /** The logger given; components bind their own `component` on it. */
+  readonly #rootLogger: Logger;
   readonly #logger: Logger;
   readonly #clock: DaemonClock;
   readonly #store: Store;
@@ -102,6 +105,7 @@ export class Daemon implements DaemonApi {
   #syncRunning: Promise<SyncResult> | undefined;
   #syncAgain: Promise<SyncResult> | undefined;
   #lastSync: { at: number; ok: boolean } | null = null;
+  #watchFolders: WatchFolders | undefined;
   #stopping = false;
   #closing: Promise<void> | undefined;
 
@@ -110,7 +114,9 @@ export class Daemon implements DaemonApi {
     this.deviceId = store.deviceId;
     this.dataDir = options.dataDir;
     this.#transfers = { ...DEFAULT_TRANSFERS, ...options.transfers };
-    this.#logger = (options.logger ?? pino({ level: 'silent' })).child({ component: 'daemon' });
+    const root = options.logger ?? pino({ level: 'silent' });
+    this.#rootLogger = root;
+    this.#logger = root.child({ component: 'daemon' });
     this.#clock = options.clock ?? systemClock;
     this.#store = store;
     this.#local = local;
@@ -145,7 +151,7 @@ export class Daemon implements DaemonApi {
             maxBytes: transfers.batchMaxBytes,
             lingerMs: transfers.batchLingerMs,
             emitProgress,
-            logger: this.#logger.child({ component: 'batcher' }),
+            logger: this.#rootLogger.child({ component: 'batcher' }),
           })
         : undefined;
     const effects = new BlobTransfers({
@@ -155,7 +161,7 @@ export class Daemon implements DaemonApi {
       remoteStatus: this.#remoteStatus,
       batcher: this.#batcher,
       emitProgress,
-      logger: this.#logger.child({ component: 'transfers' }),
+      logger: this.#rootLogger.child({ component: 'transfers' }),
     });
     const machine = attachmentMachine.provide({
       actors: {
@@ -254,6 +260,17 @@ export class Daemon implements DaemonApi {
         .scan(this.#store, () => this.#stopping)
         .then(() => this.#inBackground(this.sweepOrphans())),
     );
+    const watch = this.#options.watch;
+    if (watch !== undefined && watch.folders.length > 0) {
+      this.#watchFolders = new WatchFolders({
+        daemon: this,
+        index: this.#store,
+        folders: watch.folders,
+        logger: this.#rootLogger,
+        ...(watch.stabilityMs === undefined ? {} : { stabilityMs: watch.stabilityMs }),
+      });
+      this.#inBackground(this.#watchFolders.start());
+    }
     if (this.#client === undefined) return;
     const initial = this.#options.initialSyncDelayMs ?? 1000;
     if (initial >= 0) {
@@ -577,6 +594,7 @@ export class Daemon implements DaemonApi {
         attachments: this.#counts.counts(),
         lastSync: this.#lastSync,
         events: { epoch: log.epoch, latestSeq: log.lastSeq },
+        watch: this.#watchFolders?.folders() ?? [],
       };
     });
   }
@@ -644,6 +662,10 @@ export class Daemon implements DaemonApi {
   async #shutdown(): Promise<void> {
     this.#stopping = true;
     const started = performance.now();
+    // Imports in flight end (a half-done one is found again at the next start).
+    await this.#watchFolders?.close().catch((error: unknown) => {
+      this.#logger.warn({ err: error }, 'closing watch folders failed');
+    });
     for (const timer of this.#timers) clearTimeout(timer);
     this.#scheduler.pause();
     this.#batcher?.hurry();

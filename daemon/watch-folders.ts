@@ -168,6 +168,14 @@ export class WatchFolders {
     return this.#startPromise;
   }
 
+  /** Each folder and whether it is being watched (false before start, and for a missing one). */
+  folders(): { path: string; watching: boolean }[] {
+    return this.#folders.map((folder) => ({
+      path: folder.root,
+      watching: folder.watcher !== undefined && !this.#closing,
+    }));
+  }
+
   /** Resolves when no import, removal or replaced-blob deletion is queued or running. */
   async idle(): Promise<void> {
     while (this.#paths.size > 0 || this.#sweeps.size > 0) {
