@@ -307,7 +307,8 @@ interface ListingRow {
 
 function listing(doc: Document, byBlob: Map<string, AttachmentInfo>): ListingRow {
   const info = doc.blobId === undefined ? undefined : byBlob.get(doc.blobId);
-  const name = doc.content.name;
+  // A watched file's document names it by its path in the watch folder.
+  const name = doc.content.name ?? doc.content.path;
   return {
     id: doc.id,
     rev: doc.rev,
@@ -346,6 +347,9 @@ function summary(status: DaemonStatus): string {
       `${attachments.failed} failed, ${attachments.rejected} rejected`,
     `last sync    ${lastSync ? `${new Date(lastSync.at).toISOString()} ${lastSync.ok ? 'ok' : 'failed'}` : 'never'}`,
     `events       seq ${events.latestSeq} (epoch ${events.epoch})`,
+    ...status.watch.map(
+      (folder) => `watching     ${folder.path}${folder.watching ? '' : ' (not watched: missing)'}`,
+    ),
   ].join('\n');
 }
 

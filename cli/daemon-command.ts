@@ -8,7 +8,7 @@ import { openSecretsFile } from '../daemon/crypto/secrets-file.js';
 import { Daemon } from '../daemon/daemon.js';
 import { secretsFilePath } from '../daemon/paths.js';
 import { RPC_INFO_FILE, RPC_TOKEN_FILE } from '../rpc/rpc-paths.js';
-import { startRpcServer } from '../rpc/rpc-server.js';
+import { type RpcServer, startRpcServer } from '../rpc/rpc-server.js';
 
 interface DaemonCommandOptions {
   config?: string;
@@ -57,31 +57,33 @@ async function remoteOf(config: DaemonConfig) {
   return { url: config.server.url, uuid: config.server.uuid, token };
 }
 
-async function runDaemon(options: DaemonCommandOptions): Promise<void> {
-  const config = await loadDaemonConfig(
-    options.config === undefined ? {} : { configPath: options.config },
-  ).catch((error: unknown) => fail(describe(error)));
+/** A daemon and its RPC listener running in this process. */
+export interface RunningDaemon {
+  daemon: Daemon;
+  rpc: RpcServer;
+  /** Closes the RPC listener, then the daemon (watch folders, transfers, store). */
+  close(): Promise<void>;
+}
 
+/**
+ * Opens the daemon described by `config` with the storage secret unlocked by `passphrase`,
+ * and starts its RPC listener. Errors carry a message fit for the user.
+ */
+export async function startDaemon(
+  config: DaemonConfig,
+  passphrase: string,
+  logger: Logger,
+): Promise<RunningDaemon> {
   const secretsPath = secretsFilePath(config.dataDir);
   if (!(await exists(secretsPath))) {
-    fail(`${secretsPath} does not exist: run \`soledad init --data-dir ${config.dataDir}\` first`);
+    throw new Error(
+      `${secretsPath} does not exist: run \`soledad init --data-dir ${config.dataDir}\` first`,
+    );
   }
-  const passphrase = await readPassphrase({ file: config.passphraseFile }).catch((error: unknown) =>
-    fail(describe(error)),
-  );
-  const secrets = await openSecretsFile(secretsPath, passphrase).catch((error: unknown) =>
-    fail(describe(error)),
-  );
-  const remote = await remoteOf(config).catch((error: unknown) =>
-    fail(`cannot read the server token: ${describe(error)}`),
-  );
-
-  // Synchronous writes: the last lines before `process.exit` are not lost.
-  const logger = pino(
-    { level: config.logLevel, base: { pid: process.pid } },
-    pino.destination({ dest: 1, sync: true }),
-  );
-  logger.info({ config: config.source ?? null, dataDir: config.dataDir }, 'daemon starting');
+  const secrets = await openSecretsFile(secretsPath, passphrase);
+  const remote = await remoteOf(config).catch((error: unknown) => {
+    throw new Error(`cannot read the server token: ${describe(error)}`, { cause: error });
+  });
   if (remote === undefined) {
     logger.warn('no blobs server configured: attachments stay on this device');
   }
@@ -95,39 +97,86 @@ async function runDaemon(options: DaemonCommandOptions): Promise<void> {
     eventLogSize: config.eventLogSize,
     orphanGraceMs: config.orphanGraceMs,
     stopTimeoutMs: Math.floor(config.stopTimeoutMs * TRANSFER_SHARE),
+    watch: { folders: config.watch },
     logger,
-  }).catch((error: unknown) => {
-    logger.fatal({ err: error }, 'daemon failed to start');
-    return fail(describe(error));
   });
-
-  const rpc = await startRpcServer({
-    daemon,
-    host: config.rpc.host,
-    port: config.rpc.port,
-    socketPath: config.rpc.socket,
-    tokenFile: join(config.configDir, RPC_TOKEN_FILE),
-    infoFile: join(config.configDir, RPC_INFO_FILE),
-    allowedOrigins: config.rpc.allowedOrigins,
-    logger,
-  }).catch(async (error: unknown) => {
-    logger.fatal({ err: error }, 'the RPC listener failed to start');
+  let rpc: RpcServer;
+  try {
+    rpc = await startRpcServer({
+      daemon,
+      host: config.rpc.host,
+      port: config.rpc.port,
+      socketPath: config.rpc.socket,
+      tokenFile: join(config.configDir, RPC_TOKEN_FILE),
+      infoFile: join(config.configDir, RPC_INFO_FILE),
+      allowedOrigins: config.rpc.allowedOrigins,
+      logger,
+    });
+  } catch (error) {
     await daemon.close().catch(() => undefined);
-    return fail(describe(error));
-  });
+    throw new Error(`the RPC listener failed to start: ${describe(error)}`, { cause: error });
+  }
   logger.info(
     {
       url: rpc.url,
       socketPath: rpc.socketPath ?? null,
       infoFile: join(config.configDir, RPC_INFO_FILE),
+      watch: config.watch.map((folder) => folder.path),
     },
     'daemon listening',
   );
+  let closing: Promise<void> | undefined;
+  return {
+    daemon,
+    rpc,
+    close: () => {
+      closing ??= rpc.close().then(() => daemon.close());
+      return closing;
+    },
+  };
+}
 
-  handleSignals(logger, config.stopTimeoutMs, async () => {
-    await rpc.close();
-    await daemon.close();
+async function runDaemon(options: DaemonCommandOptions): Promise<void> {
+  const configPath = options.config;
+  const config = await loadDaemonConfig(configPath === undefined ? {} : { configPath }).catch(
+    (error: unknown) => fail(describe(error)),
+  );
+  const passphrase = await readPassphrase({ file: config.passphraseFile }).catch((error: unknown) =>
+    fail(describe(error)),
+  );
+
+  // Synchronous writes: the last lines before `process.exit` are not lost.
+  const logger = pino(
+    { level: config.logLevel, base: { pid: process.pid } },
+    pino.destination({ dest: 1, sync: true }),
+  );
+  logger.info({ config: config.source ?? null, dataDir: config.dataDir }, 'daemon starting');
+  const running = await startDaemon(config, passphrase, logger).catch((error: unknown) => {
+    logger.fatal({ err: error }, 'daemon failed to start');
+    return fail(describe(error));
   });
+
+  process.on('SIGHUP', () => {
+    void reloadLogLevel(logger, configPath);
+  });
+  handleSignals(logger, config.stopTimeoutMs, () => running.close());
+}
+
+/**
+ * SIGHUP: re-reads the configuration file and applies its `log_level`. Every other field
+ * needs a restart (they shape open stores, listeners and transfers); a changed one is named.
+ */
+async function reloadLogLevel(logger: Logger, configPath: string | undefined): Promise<void> {
+  try {
+    const config = await loadDaemonConfig(configPath === undefined ? {} : { configPath });
+    logger.level = config.logLevel;
+    logger.info(
+      { logLevel: config.logLevel },
+      'configuration reloaded: log level applied; other changes need a restart',
+    );
+  } catch (error) {
+    logger.warn({ err: describe(error) }, 'configuration reload failed; nothing changed');
+  }
 }
 
 function handleSignals(logger: Logger, stopTimeoutMs: number, stop: () => Promise<void>): void {

@@ -57,6 +57,25 @@ async function serve(options: ConfigOptions): Promise<void> {
   };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
+  // Users and service tokens are re-read as their files change; SIGHUP applies the
+  // config file's log level. Every other field needs a restart.
+  process.on('SIGHUP', () => {
+    configFrom(options).then(
+      (next) => {
+        logger.level = next.logLevel;
+        logger.info(
+          { logLevel: next.logLevel },
+          'configuration reloaded: log level applied; other changes need a restart',
+        );
+      },
+      (error: unknown) => {
+        logger.warn(
+          { err: error instanceof Error ? error.message : String(error) },
+          'configuration reload failed; nothing changed',
+        );
+      },
+    );
+  });
 }
 
 async function addUser(options: AddUserOptions): Promise<void> {

@@ -37,7 +37,7 @@ function daemonUnit(command: string): string {
 # Data lives in the XDG folders ($XDG_DATA_HOME/soledad, $XDG_CONFIG_HOME/soledad).
 # The passphrase that unlocks the storage secret is passed as a credential: put it in
 # $XDG_CONFIG_HOME/soledad/passphrase (mode 0600). The unit does not start without it.
-# The configuration is read at start only: restart the unit to apply a change.
+# \`systemctl reload\` (SIGHUP) applies a new log_level; other changes need a restart.
 [Unit]
 Description=Soledad attachments daemon
 
@@ -45,6 +45,7 @@ Description=Soledad attachments daemon
 Type=exec
 ExecStart=${command} daemon
 SyslogIdentifier=soledad-daemon
+ExecReload=/bin/kill -HUP $MAINPID
 LoadCredential=passphrase:%E/soledad/passphrase
 Environment=SOLEDAD_PASSPHRASE_FILE=%d/passphrase
 Restart=on-failure
@@ -77,7 +78,8 @@ function serverUnit(command: string): string {
 # /etc/systemd/system with ExecStart pointing at the installed binary.
 # It needs /etc/soledad/server.toml (\`soledad config show-defaults --server\` prints one).
 # The storage root is always the state directory, /var/lib/soledad: --root overrides the
-# file's \`root\`. The configuration is read at start only: restart the unit to apply a change.
+# file's \`root\`. \`systemctl reload\` (SIGHUP) applies a new log_level; other changes need a
+# restart.
 [Unit]
 Description=Soledad blobs server
 After=network-online.target
@@ -87,6 +89,7 @@ Wants=network-online.target
 Type=exec
 ExecStart=${command} server --config %E/soledad/server.toml --root %S/soledad
 SyslogIdentifier=soledad-server
+ExecReload=/bin/kill -HUP $MAINPID
 Restart=on-failure
 RestartSec=2s
 # The server drains in-flight uploads on SIGTERM; give it longer than its own drain timeout.

@@ -1,10 +1,11 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
-import { readFile, stat } from 'node:fs/promises';
+import { createHash, randomBytes } from 'node:crypto';
+import { readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { encodeTokenAuth } from '../../wire/auth.js';
-import { CLI_PATH } from '../helpers/server-process.js';
+import { CLI_PATH, runSoledadCli } from '../helpers/server-process.js';
 import { tempDir } from '../helpers/tmp.js';
 import { waitFor } from '../helpers/wait.js';
 
@@ -14,10 +15,11 @@ interface Demo {
   exited: Promise<number | null>;
 }
 
-function startDemo(cwd: string, children: ChildProcess[]): Demo {
+function startDemo(cwd: string, children: ChildProcess[], env?: NodeJS.ProcessEnv): Demo {
   const child = spawn(process.execPath, [CLI_PATH, 'demo'], {
     cwd,
     stdio: ['ignore', 'pipe', 'pipe'],
+    ...(env === undefined ? {} : { env: { ...process.env, ...env } }),
   });
   children.push(child);
   let output = '';
@@ -88,5 +90,57 @@ describe('soledad demo', () => {
     assert.equal(await get.text(), 'hello');
     second.child.kill('SIGTERM');
     assert.equal(await second.exited, 0);
+  });
+
+  it('runs a daemon whose watch folder and CLI put both reach SYNCED on the demo server', async () => {
+    const dir = await tempDir();
+    folders.push(dir);
+    const demo = startDemo(dir.path, children, { SOLEDAD_TEST_WEAK_SCRYPT: '1' });
+    await waitFor(() => demo.output().includes('Ctrl-C'), {
+      timeoutMs: 15_000,
+      what: 'the demo banner',
+    });
+    assert.match(demo.output(), /daemon RPC\s+ws:\/\/127\.0\.0\.1:\d+/);
+    assert.match(demo.output(), /watch folder\s+\.demo\/watch/);
+    assert.equal((await stat(join(dir.path, '.demo', 'passphrase'))).mode & 0o777, 0o600);
+    const env = { PATH: process.env.PATH, XDG_CONFIG_HOME: join(dir.path, '.demo', 'config') };
+    const cli = (...args: string[]) => runSoledadCli(args, { env, cwd: dir.path });
+    const sha256 = (data: Buffer) => createHash('sha256').update(data).digest('hex');
+
+    const watched = randomBytes(300 * 1024);
+    await writeFile(join(dir.path, '.demo', 'watch', 'photo.bin'), watched);
+    const row = await waitFor(
+      async () => {
+        const ls = await cli('ls', '--json');
+        if (ls.code !== 0) return undefined;
+        const rows = JSON.parse(ls.stdout) as { name: string; blobId: string; state: number }[];
+        return rows.find((r) => r.name === 'photo.bin' && r.state === 3);
+      },
+      { timeoutMs: 20_000, intervalMs: 200, what: 'the watched file to be SYNCED' },
+    );
+
+    const putFile = join(dir.path, 'notes.txt');
+    await writeFile(putFile, 'typed in a shell');
+    const put = await cli('put', putFile, '--upload');
+    assert.equal(put.code, 0, put.stderr);
+    assert.equal(put.stdout.trim().split('\t')[2], 'SYNCED');
+
+    const out = join(dir.path, 'photo.out');
+    const get = await cli('get', row.blobId, '-o', out);
+    assert.equal(get.code, 0, get.stderr);
+    assert.equal(sha256(await readFile(out)), sha256(watched));
+
+    const user = JSON.parse(await readFile(join(dir.path, '.demo', 'demo-user.json'), 'utf8')) as {
+      uuid: string;
+      token: string;
+    };
+    const url = /blobs server\s+(http:\/\/\S+)/.exec(demo.output())![1]!;
+    const listed = await fetch(`${url}/blobs/${user.uuid}`, {
+      headers: { authorization: encodeTokenAuth(user.uuid, user.token) },
+    });
+    assert.equal(((await listed.json()) as string[]).length, 2);
+
+    demo.child.kill('SIGINT');
+    assert.equal(await demo.exited, 0);
   });
 });
