@@ -86,7 +86,7 @@ run --help >"$tmp/help.txt" 2>&1 || {
   cat "$tmp/help.txt" >&2
   fail "soledad --help"
 }
-for command in server daemon init install-units config; do
+for command in server daemon init install-units config demo put get status; do
   grep -qE "^  $command( |$)" "$tmp/help.txt" \
     || fail "'$command' is missing from soledad --help (is it registered in cli/main.ts?)"
 done
