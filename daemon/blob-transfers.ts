@@ -31,6 +31,8 @@ export interface BlobTransfersOptions {
  */
 export class BlobTransfers {
   readonly #options: BlobTransfersOptions;
+  /** Uploads in flight (settled promises) by blob id, for `remove` to wait on. */
+  readonly #uploads = new Map<string, Promise<void>>();
 
   constructor(options: BlobTransfersOptions) {
     this.#options = options;
@@ -41,7 +43,20 @@ export class BlobTransfers {
    * batcher started it, else one streamed PUT. `blob_exists` means an earlier attempt
    * landed: done once the server's size matches ours.
    */
-  async upload(input: TransferInput, signal: AbortSignal): Promise<void> {
+  upload(input: TransferInput, signal: AbortSignal): Promise<void> {
+    const running = this.#upload(input, signal);
+    const settled = running.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.#uploads.set(input.blobId, settled);
+    void settled.then(() => {
+      if (this.#uploads.get(input.blobId) === settled) this.#uploads.delete(input.blobId);
+    });
+    return running;
+  }
+
+  async #upload(input: TransferInput, signal: AbortSignal): Promise<void> {
     const claim = this.#options.batcher?.claim(input.blobId);
     if (claim) return claim;
     const { local, logger, remoteStatus } = this.#options;
@@ -116,7 +131,20 @@ export class BlobTransfers {
     const stored = await remoteStatus.track(
       client.size(input.blobId, { namespace: input.namespace, signal }),
     );
-    const ours = await local.size(input.blobId);
+    const ours = await local.size(input.blobId).catch((error: unknown) => {
+      if (error instanceof LocalBlobError && error.code === 'not_found') return undefined;
+      throw error;
+    });
+    if (ours === undefined) {
+      // Re-run at start after a crash that came between dropping the local copy and
+      // recording `remote.idle`: done, as the server holds the blob. (A local `not_found`
+      // must not reach the machine, which reads `not_found` as "the server lost it".)
+      if (stored === input.size) return;
+      throw new DaemonError(
+        'invalid_state',
+        `the server holds ${stored} bytes under ${input.blobId}, this device recorded ${input.size}`,
+      );
+    }
     if (stored !== ours) {
       throw new DaemonError(
         'invalid_state',
@@ -133,6 +161,9 @@ export class BlobTransfers {
   async remove(input: RemoveInput, signal: AbortSignal): Promise<void> {
     const { client, local, remoteStatus } = this.#options;
     if (input.deletion === 'local' && client !== undefined) {
+      // An upload of this blob may still be on its way (a `/stream` batch goes on when one
+      // of its blobs is deleted): deleting before it settled would let it land afterwards.
+      await this.#uploads.get(input.blobId);
       try {
         await remoteStatus.track(
           client.delete(input.blobId, { namespace: input.namespace, signal }),

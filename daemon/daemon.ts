@@ -797,9 +797,14 @@ export class Daemon implements DaemonApi {
     const live = await this.#registry.hold(blobId);
     if (live === undefined) return;
     try {
-      if (live.snapshot.context.docId === docId && !live.state.startsWith('deleting')) {
-        this.#registry.send(live, { type: 'DELETE' });
-      }
+      if (live.snapshot.context.docId !== docId) return;
+      if (!live.state.startsWith('deleting')) this.#registry.send(live, { type: 'DELETE' });
+      // The change is acknowledged only once the deletion is durable: a crash right after
+      // the answer must not leave the blob recorded as if it were still wanted.
+      await this.#registry.waitDurable(live, (entry) => {
+        const state = entry.durableState;
+        return state === 'deleted' || state?.startsWith('deleting') ? 'done' : 'wait';
+      });
     } finally {
       this.#registry.release(live);
     }
