@@ -98,6 +98,9 @@ function idsInReverseDateOrder(keys: string[], prefixLength: number): string[] {
 export class BlobIndex {
   private readonly db: Level<string, string>;
   private readonly subs: Sublevels;
+  /** Batches waiting for the next synced write. */
+  private readonly queued: { ops: IndexOp[]; resolve(): void; reject(error: unknown): void }[] = [];
+  private writing = false;
 
   private constructor(db: Level<string, string>) {
     this.db = db;
@@ -171,12 +174,38 @@ export class BlobIndex {
     ]);
   }
 
-  /** Applies `ops` as one synced batch. */
-  async batch(ops: IndexOp[]): Promise<void> {
-    if (ops.length === 0) return;
-    // Each op names its sublevel, whose encodings apply; the root's declared types do not.
-    const rootOps = ops as unknown as BatchOperation<Level<string, string>, string, string>[];
-    await this.db.batch(rootOps, { sync: true });
+  /**
+   * Applies `ops` atomically and durably. Batches asked for while a synced write is under
+   * way (or in the same tick) go out together in the next one, so concurrent uploads share
+   * one fsync of the log instead of paying one each; a failed write fails all of them.
+   */
+  batch(ops: IndexOp[]): Promise<void> {
+    if (ops.length === 0) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      this.queued.push({ ops, resolve, reject });
+      if (!this.writing && this.queued.length === 1) setImmediate(() => void this.writeQueued());
+    });
+  }
+
+  private async writeQueued(): Promise<void> {
+    if (this.writing) return;
+    this.writing = true;
+    while (this.queued.length > 0) {
+      const group = this.queued.splice(0);
+      // Each op names its sublevel, whose encodings apply; the root's declared types do not.
+      const rootOps = group.flatMap((entry) => entry.ops) as unknown as BatchOperation<
+        Level<string, string>,
+        string,
+        string
+      >[];
+      try {
+        await this.db.batch(rootOps, { sync: true });
+        for (const entry of group) entry.resolve();
+      } catch (error) {
+        for (const entry of group) entry.reject(error);
+      }
+    }
+    this.writing = false;
   }
 
   // TODO: a listing returns every matching id at once; there is no paging (limit, after) yet.

@@ -61,6 +61,21 @@ async function download(
   exchange.res.end();
 }
 
+/** Blobs of one upload stream being fsynced and published at once. */
+const STORES_IN_FLIGHT = 16;
+
+/** Passes `body` through and calls `done` once it has been read to its end or failed. */
+async function* untilEnd(
+  body: AsyncGenerator<Buffer, void, undefined>,
+  done: () => void,
+): AsyncGenerator<Buffer, void, undefined> {
+  try {
+    yield* body;
+  } finally {
+    done();
+  }
+}
+
 /**
  * Upload: the manifest line, then each body in turn, each stored as a PUT would be. A
  * refused blob's bytes are skipped; blobs stored before the request broke stay stored.
@@ -82,39 +97,56 @@ async function upload(
   }
   const { maxBlobSize } = context.config;
   const quota = quotaOf(context, owner);
-  const results: Record<string, UploadResult> = {};
+  const results = new Map<string, UploadResult>(entries.map(({ id }) => [id, 'invalid_request']));
   let broken = false;
-  for (const { id, size } of entries) {
-    if (broken) {
-      results[id] = 'invalid_request';
-      continue;
+  let requestError: unknown;
+  // A blob's body is read in stream order, but its fsync and publication run while the
+  // next bodies arrive: up to STORES_IN_FLIGHT of them at once.
+  const storing = new Set<Promise<void>>();
+  const settle = (id: string, error: unknown): void => {
+    if (exchange.requestError !== undefined) {
+      requestError ??= error;
+    } else if (error instanceof StreamFramingError) {
+      broken = true;
+    } else if (error instanceof BlobsError) {
+      results.set(id, error.code);
+      if (error.code === 'internal') exchange.log.error({ err: error, blobId: id }, 'stream write');
+    } else {
+      exchange.log.error({ err: error, blobId: id }, 'stream upload of one blob failed');
+      results.set(id, 'internal');
     }
+  };
+  for (const { id, size } of entries) {
+    if (broken || requestError !== undefined) break;
     const ref: BlobRef = { user: owner.uuid, namespace, id };
-    try {
+    let bodyDone!: () => void;
+    const consumed = new Promise<void>((resolve) => {
+      bodyDone = resolve;
+    });
+    const store = (async () => {
       const body = reader.readBody(size);
       if (size > maxBlobSize) throw new BlobsError('too_large', `blob ${id} is too large`);
-      const stored = await context.backend.write(ref, body, {
+      const stored = await context.backend.write(ref, untilEnd(body, bodyDone), {
         quota,
         maxSize: maxBlobSize,
         expectedSize: size,
       });
       exchange.bytes += stored.size;
-      results[id] = 'created';
-    } catch (error) {
-      if (exchange.requestError !== undefined) throw error;
-      if (error instanceof StreamFramingError) {
-        results[id] = 'invalid_request';
-        broken = true;
-      } else if (error instanceof BlobsError) {
-        results[id] = error.code;
-        if (error.code === 'internal')
-          exchange.log.error({ err: error, blobId: id }, 'stream write');
-      } else {
-        exchange.log.error({ err: error, blobId: id }, 'stream upload of one blob failed');
-        results[id] = 'internal';
-      }
-    }
+      results.set(id, 'created');
+    })().then(
+      () => bodyDone(),
+      (error: unknown) => {
+        bodyDone();
+        settle(id, error);
+      },
+    );
+    storing.add(store);
+    void store.finally(() => storing.delete(store));
+    await consumed;
+    while (storing.size >= STORES_IN_FLIGHT) await Promise.race(storing);
   }
+  await Promise.all(storing);
+  if (requestError !== undefined) throw requestError;
   if (!broken) {
     let atEnd: boolean;
     try {
@@ -129,7 +161,7 @@ async function upload(
       throw new BlobsError('invalid_request', 'bytes after the last blob of the manifest');
     }
   }
-  exchange.sendJson(200, results);
+  exchange.sendJson(200, Object.fromEntries(results));
 }
 
 /** `POST /stream/{uuid}?direction=download|upload`: many blobs in one request. */
