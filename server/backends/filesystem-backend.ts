@@ -53,6 +53,8 @@ const READ_CHUNK = 1024 * 1024;
 /** Bytes (or chunks) gathered before one `writev` while the next ones are read. */
 const WRITE_BATCH_BYTES = 1024 * 1024;
 const WRITE_BATCH_CHUNKS = 256;
+/** Bytes written between the background `fdatasync` calls of a large upload. */
+const EARLY_SYNC_BYTES = 64 * 1024 * 1024;
 const FILE_MODE = 0o600;
 
 /** Real paths of the roots this process has open; LevelDB's lock only guards other processes. */
@@ -424,12 +426,25 @@ export class FilesystemBackend implements BlobsBackend {
     let batch: Buffer[] = [];
     let batchBytes = 0;
     let writing: Promise<void> = Promise.resolve();
+    // A large body is flushed to the disk while it arrives, so the final fsync is short.
+    let syncing: Promise<void> = Promise.resolve();
+    let syncingNow = false;
+    let unsynced = 0;
     const flush = async () => {
       await writing;
+      unsynced += batchBytes;
       writing = writeAll(handle, batch);
       writing.catch(ignore);
       batch = [];
       batchBytes = 0;
+      if (unsynced >= EARLY_SYNC_BYTES && !syncingNow) {
+        unsynced = 0;
+        syncingNow = true;
+        syncing = writing.then(() => handle.datasync()).finally(() => {
+          syncingNow = false;
+        });
+        syncing.catch(ignore);
+      }
     };
     try {
       for (;;) {
@@ -451,6 +466,7 @@ export class FilesystemBackend implements BlobsBackend {
       }
       await flush();
       await writing;
+      await syncing;
       if (expectedSize !== undefined && size !== expectedSize) {
         throw new BlobsError(
           'invalid_request',
@@ -459,7 +475,7 @@ export class FilesystemBackend implements BlobsBackend {
       }
       return size;
     } finally {
-      await writing.catch(ignore);
+      await Promise.all([writing.catch(ignore), syncing.catch(ignore)]);
     }
   }
 
