@@ -385,6 +385,11 @@ export class Daemon implements DaemonApi {
 
   getAttachmentInfo(blobId: string): Promise<AttachmentInfo | undefined> {
     return this.#api(async () => {
+      // An attachment in motion answers from its durable snapshot, without a store read.
+      const live = this.#registry.live(blobId);
+      if (live?.durableSnapshot !== undefined && live.durableState !== 'deleted') {
+        return liveInfo(live);
+      }
       const record = await this.#store.getAttachment(blobId);
       return record === undefined ? undefined : recordInfo(record);
     });
