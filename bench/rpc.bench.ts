@@ -45,11 +45,30 @@ async function main(): Promise<void> {
 
     console.log('| what | figure |');
     console.log('| --- | --- |');
-    await roundTrips(soledad, echo);
+    const p50Ratio = await roundTrips(soledad, echo);
     await notifications(ready, child);
-    await bigTransfer(soledad, dir);
-    console.log(`| peak RSS, client process | ${mib(process.resourceUsage().maxRSS * 1024)} |`);
-    console.log(`| peak RSS, daemon process | ${mib(await peakRss(child.pid!))} |`);
+    const transfer = await bigTransfer(soledad, dir);
+    const clientRss = process.resourceUsage().maxRSS * 1024;
+    const daemonRss = await peakRss(child.pid!);
+    console.log(`| peak RSS, client process | ${mib(clientRss)} |`);
+    console.log(`| peak RSS, daemon process | ${mib(daemonRss)} |`);
+
+    const verdict = (ok: boolean) => (ok ? 'PASS' : 'FAIL');
+    console.log('\n| target | measured | result |');
+    console.log('| --- | --- | --- |');
+    console.log(
+      `| attachment.info p50, 1 in flight, ≤ 2× the echo's | ${p50Ratio.toFixed(2)}× | ${verdict(p50Ratio <= 2)} |`,
+    );
+    console.log(
+      `| put through the client ≥ 0.5 of read + write with fsync | ${transfer.put.toFixed(2)} | ${verdict(transfer.put >= 0.5)} |`,
+    );
+    console.log(
+      `| get through the client ≥ 0.5 of read + write with fsync | ${transfer.get.toFixed(2)} | ${verdict(transfer.get >= 0.5)} |`,
+    );
+    const rssOk = clientRss < 200 * MIB && daemonRss < 200 * MIB;
+    console.log(
+      `| client and daemon RSS each < 200 MB | ${mib(clientRss)}, ${mib(daemonRss)} | ${verdict(rssOk)} |`,
+    );
 
     echo.close();
     await soledad.close();
@@ -61,7 +80,9 @@ async function main(): Promise<void> {
 }
 
 /** Attachment-state calls vs bare echo, 1 and 32 in flight. */
-async function roundTrips(soledad: Soledad, echo: WebSocket): Promise<void> {
+/** Returns the ratio of the RPC's p50 to the echo's, with 1 in flight. */
+async function roundTrips(soledad: Soledad, echo: WebSocket): Promise<number> {
+  let p50Ratio = Number.NaN;
   const doc = await soledad.createDoc({});
   const { blobId } = await doc.putAttachment(Buffer.from('state probe'));
   const rpcCall = () => soledad.getAttachmentInfo(blobId);
@@ -72,6 +93,7 @@ async function roundTrips(soledad: Soledad, echo: WebSocket): Promise<void> {
     await measure(rpcCall, 1_000, inFlight);
     const bare = await measure(echoCall, total, inFlight);
     const rpc = await measure(rpcCall, total, inFlight);
+    if (inFlight === 1) p50Ratio = rpc.p50 / bare.p50;
     console.log(
       `| bare ws echo, ${inFlight} in flight | p50 ${us(bare.p50)}, p99 ${us(bare.p99)}, ${rate(bare.perSecond)} calls/s |`,
     );
@@ -79,6 +101,7 @@ async function roundTrips(soledad: Soledad, echo: WebSocket): Promise<void> {
       `| attachment.info, ${inFlight} in flight | p50 ${us(rpc.p50)}, p99 ${us(rpc.p99)}, ${rate(rpc.perSecond)} calls/s |`,
     );
   }
+  return p50Ratio;
 }
 
 function echoCaller(ws: WebSocket): () => Promise<void> {
@@ -168,7 +191,7 @@ async function notifications(ready: ChildReady, child: ChildProcess): Promise<vo
 }
 
 /** 1 GiB through the client (put from a file, get into a file with fsync) vs a plain copy. */
-async function bigTransfer(soledad: Soledad, dir: string): Promise<void> {
+async function bigTransfer(soledad: Soledad, dir: string): Promise<{ put: number; get: number }> {
   const source = join(dir, 'big.bin');
   const block = randomBytes(MIB);
   const out = await open(source, 'w');
@@ -208,6 +231,7 @@ async function bigTransfer(soledad: Soledad, dir: string): Promise<void> {
   );
   await rm(got);
   await rm(source);
+  return { put: copySeconds / putSeconds, get: copySeconds / getSeconds };
 }
 
 async function childReady(child: ChildProcess): Promise<ChildReady> {

@@ -165,7 +165,12 @@ async function largeTransfers(server: ServerProcess, user: ServerUser, raw: RawP
   const serverPool = new Pool(server.url, { connections: 1 });
   const rawPool = new Pool(raw.url, { connections: 1 });
   const auth = { authorization: user.authorization };
-  const put = { server: [] as number[], raw: [] as number[], disk: [] as number[] };
+  const put = {
+    server: [] as number[],
+    raw: [] as number[],
+    rawFile: [] as number[],
+    disk: [] as number[],
+  };
   const get = { server: [] as number[], raw: [] as number[] };
   const rss = {
     put: [] as number[],
@@ -196,6 +201,7 @@ async function largeTransfers(server: ServerProcess, user: ServerUser, raw: RawP
         'DELETE',
       );
       put.disk.push(await diskWriteRate(tmpdir(), BLOCK, TOTAL));
+      put.rawFile.push(TOTAL / (await timedPut(rawPool, '/file-sink', {})));
       put.raw.push(TOTAL / rawPutSeconds);
       put.server.push(TOTAL / putSeconds);
       get.raw.push(TOTAL / rawGetSeconds);
@@ -222,6 +228,17 @@ async function largeTransfers(server: ServerProcess, user: ServerUser, raw: RawP
       baseline: { label: 'raw node:http sink (child process)', values: put.raw },
       ratioTarget: 0.7,
       targetText: '≥ 0.70 of raw',
+    },
+    {
+      measure: `${size} PUT through the server, beside a durable raw sink`,
+      values: put.server,
+      format: gbPerSecond,
+      baseline: {
+        label: 'raw node:http sink writing the body to a file + fsync (child process)',
+        values: put.rawFile,
+      },
+      ratioTarget: 0.7,
+      targetText: '≥ 0.70 of raw (same durable work)',
     },
     {
       measure: `${size} PUT through the server, beside the disk`,

@@ -2,11 +2,18 @@
 // loopback HTTP alone can do on this machine. It prints `{"port": n}` on stdout once
 // listening, then serves until killed:
 //   PUT  /sink          reads the body, discards it, answers {"bytes": n}
+//   PUT  /file-sink     writes the body to a new file in a temp folder (1 MiB writes), fsyncs
+//                       it, removes it, answers {"bytes": n}: the durable work of a blob PUT
 //   GET  /source?bytes=n  n bytes, written from one reused random 1 MiB buffer with backpressure
 //   GET  /ids?n=n         a JSON array of n random UUIDs (the shape of a blob listing)
 import { randomBytes, randomUUID } from 'node:crypto';
-import { createServer, type ServerResponse } from 'node:http';
+import { createWriteStream } from 'node:fs';
+import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pipeline } from 'node:stream/promises';
 
 const BLOCK = randomBytes(1024 * 1024);
 const MAX_COUNT = 10_000_000;
@@ -39,6 +46,19 @@ async function writeBytes(res: ServerResponse, total: number): Promise<void> {
   res.end();
 }
 
+async function writeToFile(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const dir = await mkdtemp(join(tmpdir(), 'soledad-bench-file-sink-'));
+  try {
+    const path = join(dir, 'body');
+    await pipeline(req, createWriteStream(path, { flush: true, highWaterMark: 1024 * 1024 }));
+    answer(res, 200, { bytes: (await stat(path)).size });
+  } catch {
+    res.destroy();
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
 /** Cached, so that generating the ids is not part of what the client measures. */
 const idLists = new Map<number, Buffer>();
 
@@ -65,6 +85,10 @@ const server = createServer({ requestTimeout: 0 }, (req, res) => {
     });
     req.on('end', () => answer(res, 200, { bytes }));
     req.on('error', () => res.destroy());
+    return;
+  }
+  if (req.method === 'PUT' && url.pathname === '/file-sink') {
+    void writeToFile(req, res);
     return;
   }
   if (req.method === 'GET' && url.pathname === '/source') {
