@@ -86,6 +86,8 @@ export class LocalBlobStore {
     return writer;
   }
 
+  // TODO: every envelope is a file of its own (two fsyncs), which caps small puts near
+  // 600 per second; small envelopes could live in LevelDB beside their record.
   /**
    * Stores `source` as blob `id`, atomically. When `source` fails, its error is rethrown
    * and nothing is left behind.
