@@ -440,9 +440,11 @@ export class FilesystemBackend implements BlobsBackend {
       if (unsynced >= EARLY_SYNC_BYTES && !syncingNow) {
         unsynced = 0;
         syncingNow = true;
-        syncing = writing.then(() => handle.datasync()).finally(() => {
-          syncingNow = false;
-        });
+        syncing = writing
+          .then(() => handle.datasync())
+          .finally(() => {
+            syncingNow = false;
+          });
         syncing.catch(ignore);
       }
     };
