@@ -151,15 +151,17 @@ async function runDaemon(options: DaemonCommandOptions): Promise<void> {
     pino.destination({ dest: 1, sync: true }),
   );
   logger.info({ config: config.source ?? null, dataDir: config.dataDir }, 'daemon starting');
-  const running = await startDaemon(config, passphrase, logger).catch((error: unknown) => {
+  const starting = startDaemon(config, passphrase, logger).catch((error: unknown) => {
     logger.fatal({ err: error }, 'daemon failed to start');
     return fail(describe(error));
   });
-
+  // Installed before the start-up does any I/O: a signal while it runs is not lost, and
+  // the stop waits for the start to finish.
   process.on('SIGHUP', () => {
     void reloadLogLevel(logger, configPath);
   });
-  handleSignals(logger, config.stopTimeoutMs, () => running.close());
+  handleSignals(logger, config.stopTimeoutMs, async () => (await starting).close());
+  await starting;
 }
 
 /**

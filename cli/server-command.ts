@@ -3,7 +3,7 @@ import { pino } from 'pino';
 import { parseByteSize } from '../server/byte-size.js';
 import { loadServerConfig, type ServerConfig } from '../server/config.js';
 import { FileUserStore } from '../server/file-user-store.js';
-import { runServer } from '../server/run-server.js';
+import { type RunningServer, runServer } from '../server/run-server.js';
 
 interface ConfigOptions {
   config?: string;
@@ -32,19 +32,11 @@ async function serve(options: ConfigOptions): Promise<void> {
   const config = await configFrom(options).catch(fail);
   const logger = pino({ level: config.logLevel, base: { pid: process.pid } });
   logger.info({ config: config.source ?? null, root: config.root }, 'server starting');
-  const running = await runServer(config, logger).catch((error: unknown) => {
-    logger.fatal({ err: error }, 'server failed to start');
-    fail(error);
-  });
+  let running: RunningServer | undefined;
   let stopping = false;
-  const stop = (signal: NodeJS.Signals): void => {
-    if (stopping) {
-      logger.info({ signal }, 'already stopping');
-      return;
-    }
-    stopping = true;
-    logger.info({ signal, requests: running.server.inFlight }, 'server stopping');
-    running.close().then(
+  const finish = (server: RunningServer): void => {
+    logger.info({ requests: server.server.inFlight }, 'server stopping');
+    server.close().then(
       () => {
         logger.info('server stopped');
         process.exit(0);
@@ -54,6 +46,16 @@ async function serve(options: ConfigOptions): Promise<void> {
         process.exit(1);
       },
     );
+  };
+  // Installed before the listeners open: a signal during start-up stops it cleanly too.
+  const stop = (signal: NodeJS.Signals): void => {
+    if (stopping) {
+      logger.info({ signal }, 'already stopping');
+      return;
+    }
+    stopping = true;
+    logger.info({ signal }, 'stop requested');
+    if (running !== undefined) finish(running);
   };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
@@ -76,6 +78,11 @@ async function serve(options: ConfigOptions): Promise<void> {
       },
     );
   });
+  running = await runServer(config, logger).catch((error: unknown) => {
+    logger.fatal({ err: error }, 'server failed to start');
+    fail(error);
+  });
+  if (stopping) finish(running);
 }
 
 async function addUser(options: AddUserOptions): Promise<void> {
