@@ -549,7 +549,13 @@ async function expectOk(response: { statusCode: number; body: { text(): Promise<
 }
 
 /** Seconds for `count` raw PUTs of `size` bytes each, `RAW_IN_FLIGHT` at once. */
-async function rawPuts(pool: Pool, count: number, size: number, file?: string): Promise<number> {
+async function rawPuts(
+  pool: Pool,
+  count: number,
+  size: number,
+  file?: string,
+  path = '/sink',
+): Promise<number> {
   const started = performance.now();
   await inParallel(count, RAW_IN_FLIGHT, async (i) => {
     let body: Buffer | Readable;
@@ -561,7 +567,7 @@ async function rawPuts(pool: Pool, count: number, size: number, file?: string): 
     await expectOk(
       await pool.request({
         method: 'PUT',
-        path: '/sink',
+        path,
         headers: { 'content-length': String(size) },
         body,
       }),
@@ -663,6 +669,7 @@ async function workloads(dir: string, server: ServerProcess, raw: RawPeerProcess
       const rawPut = await rawPuts(pool, w.count, w.size, isBig ? bigFile : undefined);
       const rawGet = await rawGets(pool, w.count, w.size);
       const direct = isBig ? await serverPut(server, user, bigFile) : undefined;
+      const durable = isBig ? await rawPuts(pool, 1, w.size, bigFile, '/file-sink') : undefined;
       const sampler = sampleRssBreakdown(child.pid, 100);
       let result: WorkloadResult;
       let rss: RssBreakdown;
@@ -713,6 +720,15 @@ async function workloads(dir: string, server: ServerProcess, raw: RawPeerProcess
           ratio: (uploadRate / rawRate).toFixed(2),
           target: '≥ 0.50 of raw',
           result: passFail(uploadRate / rawRate >= 0.5),
+        });
+        row({
+          measure: `${w.label}: upload alone, beside a durable raw sink`,
+          figure: timeAndRate(result.uploadTailSeconds, result.envelopeBytes),
+          baselineLabel: 'raw PUT of the source file to a sink that writes it to a file + fsync',
+          baseline: timeAndRate(durable!, bytes),
+          ratio: (uploadRate / (bytes / durable!)).toFixed(2),
+          target: '≥ 0.50 of raw (same durable work)',
+          result: passFail(uploadRate / (bytes / durable!) >= 0.5),
         });
         row({
           measure: `${w.label}: upload alone, beside the blobs server alone`,
