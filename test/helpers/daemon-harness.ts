@@ -17,13 +17,12 @@ import { blobPath } from '../../server/backends/filesystem-layout.js';
 import { DEFAULT_NAMESPACE } from '../../wire/ids.js';
 import {
   CLI_PATH,
-  type ExitStatus,
   ServerProcess,
   type ServerProcessOptions,
   type ServerUser,
 } from './server-process.js';
+import { ServiceProcess } from './service-process.js';
 import { tempDir } from './tmp.js';
-import { waitFor } from './wait.js';
 
 /** Retry waits short enough for tests: 50 ms, then 100 ms. */
 export const TEST_RETRY_DELAYS_MS = [50, 100];
@@ -226,17 +225,12 @@ export interface DaemonProcessOptions {
  * `XDG_CONFIG_HOME` inside the folder (so `rpc-token` and `rpc.json` land there), RPC on
  * a free port, tiny retry waits. Resolves once the daemon wrote `rpc.json`.
  */
-export class DaemonProcess {
-  readonly pid: number;
+export class DaemonProcess extends ServiceProcess {
   readonly dir: string;
   readonly dataDir: string;
   readonly configDir: string;
   readonly configPath: string;
-  readonly exited: Promise<ExitStatus>;
   readonly #remove: (() => Promise<void>) | undefined;
-  #stdout = '';
-  #stderr = '';
-  #running = true;
   rpcUrl = '';
 
   private constructor(
@@ -244,24 +238,12 @@ export class DaemonProcess {
     paths: { dir: string; dataDir: string; configDir: string; configPath: string },
     remove: (() => Promise<void>) | undefined,
   ) {
-    this.pid = child.pid!;
+    super(child, 'daemon');
     this.dir = paths.dir;
     this.dataDir = paths.dataDir;
     this.configDir = paths.configDir;
     this.configPath = paths.configPath;
     this.#remove = remove;
-    child.stdout!.setEncoding('utf8').on('data', (text: string) => {
-      this.#stdout += text;
-    });
-    child.stderr!.setEncoding('utf8').on('data', (text: string) => {
-      this.#stderr += text;
-    });
-    this.exited = new Promise<ExitStatus>((resolve, reject) => {
-      child.once('error', reject);
-      child.once('exit', (code, signal) => resolve({ code, signal }));
-    }).finally(() => {
-      this.#running = false;
-    });
   }
 
   static async start(options: DaemonProcessOptions = {}): Promise<DaemonProcess> {
@@ -301,18 +283,13 @@ export class DaemonProcess {
     });
     const daemon = new DaemonProcess(child, { dir, dataDir, configDir, configPath }, temp?.remove);
     try {
-      const info = await Promise.race([
-        waitFor(
-          async () => {
-            const found = await readRpcInfo(join(configDir, RPC_INFO_FILE)).catch(() => undefined);
-            return found?.pid === daemon.pid ? found : undefined;
-          },
-          { timeoutMs: options.readyTimeoutMs ?? 20_000, what: 'the daemon to listen' },
-        ),
-        daemon.exited.then((status) => {
-          throw new Error(`daemon exited early (${JSON.stringify(status)}): ${daemon.stderr}`);
-        }),
-      ]);
+      const info = await daemon.untilReady(
+        async () => {
+          const found = await readRpcInfo(join(configDir, RPC_INFO_FILE)).catch(() => undefined);
+          return found?.pid === daemon.pid ? found : undefined;
+        },
+        { timeoutMs: options.readyTimeoutMs ?? 20_000, what: 'the daemon to listen' },
+      );
       daemon.rpcUrl = info.url;
     } catch (error) {
       await daemon.cleanup();
@@ -321,55 +298,9 @@ export class DaemonProcess {
     return daemon;
   }
 
-  get running(): boolean {
-    return this.#running;
-  }
-
-  get stdout(): string {
-    return this.#stdout;
-  }
-
-  get stderr(): string {
-    return this.#stderr;
-  }
-
-  /** JSON log lines so far. */
-  logs(): LogLine[] {
-    return this.#stdout
-      .split('\n')
-      .filter((line) => line.startsWith('{'))
-      .map((line) => JSON.parse(line) as LogLine);
-  }
-
-  /** Sends `signal` (default SIGTERM) by PID and resolves with the exit status. */
-  async stop(signal: NodeJS.Signals = 'SIGTERM', timeoutMs = 20_000): Promise<ExitStatus> {
-    if (this.#running) process.kill(this.pid, signal);
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`daemon did not exit after ${signal}`)), timeoutMs);
-    });
-    try {
-      return await Promise.race([this.exited, timeout]);
-    } finally {
-      clearTimeout(timer);
-    }
-  }
-
-  /** `kill -9` by PID, for crash tests. */
-  kill(): Promise<ExitStatus> {
-    return this.stop('SIGKILL');
-  }
-
   /** Kills the process if still running and removes the temp folder it made (if any). */
   async cleanup(): Promise<void> {
-    if (this.#running) {
-      try {
-        process.kill(this.pid, 'SIGKILL');
-      } catch {
-        // already gone
-      }
-      await this.exited.catch(() => undefined);
-    }
+    await this.terminate();
     await this.#remove?.();
   }
 }

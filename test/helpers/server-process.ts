@@ -4,16 +4,13 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { readListeningFile } from '../../server/listening-file.js';
 import { encodeTokenAuth } from '../../wire/auth.js';
+import { type ExitStatus, exitOf, killPid, ServiceProcess } from './service-process.js';
 import { tempDir } from './tmp.js';
-import { waitFor } from './wait.js';
+
+export type { ExitStatus } from './service-process.js';
 
 /** The compiled `soledad` entry point beside this compiled helper (`dist/cli/main.js`). */
 export const CLI_PATH = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'cli', 'main.js');
-
-export interface ExitStatus {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-}
 
 export interface CliResult extends ExitStatus {
   stdout: string;
@@ -45,22 +42,6 @@ export async function runSoledadCli(
   } finally {
     clearTimeout(timer);
   }
-}
-
-function killPid(pid: number | undefined, signal: NodeJS.Signals = 'SIGKILL'): void {
-  if (pid === undefined) return;
-  try {
-    process.kill(pid, signal);
-  } catch {
-    // already gone
-  }
-}
-
-function exitOf(child: ChildProcess): Promise<ExitStatus> {
-  return new Promise((resolve, reject) => {
-    child.once('error', reject);
-    child.once('exit', (code, signal) => resolve({ code, signal }));
-  });
 }
 
 async function writeServiceTokens(path: string, tokens: Record<string, string>): Promise<void> {
@@ -95,22 +76,15 @@ export interface ServerUser {
  * `stop()` (a signal, then its exit status) or, in `after()`, `cleanup()` (SIGKILL by
  * PID if still running, then removal of the temp folders it made).
  */
-export class ServerProcess {
-  readonly pid: number;
+export class ServerProcess extends ServiceProcess {
   /** Storage root (`root` in the config). */
   readonly root: string;
   readonly configPath: string;
   /** Path of the services tokens file. */
   readonly tokensPath: string;
-  /** Settles when the process exits. */
-  readonly exited: Promise<ExitStatus>;
-  readonly #child: ChildProcess;
   readonly #removeTemp: () => Promise<void>;
   #url = '';
   #servicesUrl = '';
-  #stdout = '';
-  #stderr = '';
-  #running = true;
 
   private constructor(init: {
     child: ChildProcess;
@@ -119,21 +93,11 @@ export class ServerProcess {
     tokensPath: string;
     removeTemp: () => Promise<void>;
   }) {
-    this.#child = init.child;
-    this.pid = init.child.pid!;
+    super(init.child, 'server');
     this.root = init.root;
     this.configPath = init.configPath;
     this.tokensPath = init.tokensPath;
     this.#removeTemp = init.removeTemp;
-    init.child.stdout!.setEncoding('utf8').on('data', (text: string) => {
-      this.#stdout += text;
-    });
-    init.child.stderr!.setEncoding('utf8').on('data', (text: string) => {
-      this.#stderr += text;
-    });
-    this.exited = exitOf(init.child).finally(() => {
-      this.#running = false;
-    });
   }
 
   /** Starts a server and resolves once it has written its `listening.json`. */
@@ -167,20 +131,13 @@ export class ServerProcess {
       removeTemp: base.remove,
     });
     try {
-      const info = await Promise.race([
-        waitFor(
-          async () => {
-            const found = await readListeningFile(root);
-            return found?.pid === server.pid ? found : undefined;
-          },
-          { timeoutMs: options.readyTimeoutMs ?? 15_000, what: 'the server to listen' },
-        ),
-        server.exited.then((status) => {
-          throw new Error(
-            `server exited before listening (${JSON.stringify(status)}): ${server.stderr}`,
-          );
-        }),
-      ]);
+      const info = await server.untilReady(
+        async () => {
+          const found = await readListeningFile(root);
+          return found?.pid === server.pid ? found : undefined;
+        },
+        { timeoutMs: options.readyTimeoutMs ?? 15_000, what: 'the server to listen' },
+      );
       server.#url = info.public.url;
       server.#servicesUrl = info.services.url;
     } catch (error) {
@@ -200,27 +157,6 @@ export class ServerProcess {
     return this.#servicesUrl;
   }
 
-  get running(): boolean {
-    return this.#running;
-  }
-
-  /** Everything the server wrote to stdout so far (JSON log lines). */
-  get stdout(): string {
-    return this.#stdout;
-  }
-
-  get stderr(): string {
-    return this.#stderr;
-  }
-
-  /** Log lines so far, parsed. */
-  logs(): Record<string, unknown>[] {
-    return this.#stdout
-      .split('\n')
-      .filter((line) => line.startsWith('{'))
-      .map((line) => JSON.parse(line) as Record<string, unknown>);
-  }
-
   /** Replaces the services tokens file (the server re-reads it on its next request). */
   async setServiceTokens(tokens: Record<string, string>): Promise<void> {
     await writeServiceTokens(this.tokensPath, tokens);
@@ -237,26 +173,9 @@ export class ServerProcess {
     return { uuid, token, authorization: encodeTokenAuth(uuid, token) };
   }
 
-  /** Sends `signal` (default SIGTERM) and resolves with the exit status, or throws after `timeoutMs`. */
-  async stop(signal: NodeJS.Signals = 'SIGTERM', timeoutMs = 20_000): Promise<ExitStatus> {
-    if (this.#running) killPid(this.pid, signal);
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`server did not exit after ${signal}`)), timeoutMs);
-    });
-    try {
-      return await Promise.race([this.exited, timeout]);
-    } finally {
-      clearTimeout(timer);
-    }
-  }
-
   /** SIGKILL by PID if still running, then removes the temp folder made by `start`. */
   async cleanup(): Promise<void> {
-    if (this.#running) {
-      killPid(this.pid);
-      await this.exited.catch(() => undefined);
-    }
+    await this.terminate();
     await this.#removeTemp();
   }
 }
