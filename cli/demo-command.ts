@@ -97,6 +97,17 @@ async function demo(options: DemoOptions): Promise<void> {
     process.stderr.write(`soledad demo: --port must be 0..65535, not ${options.port}\n`);
     process.exit(2);
   }
+  // Installed first: Ctrl-C while the demo starts stops it cleanly once it is up.
+  let stopRequested = false;
+  let stopNow: (() => void) | undefined;
+  const onSignal = (): void => {
+    if (stopRequested) return;
+    stopRequested = true;
+    stopNow?.();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+
   const dir = resolve(options.dir);
   await mkdir(dir, { recursive: true, mode: 0o700 });
   const config = resolveServerConfig(
@@ -188,10 +199,7 @@ async function demo(options: DemoOptions): Promise<void> {
     ].join('\n'),
   );
 
-  let stopping = false;
-  const stop = (): void => {
-    if (stopping) return;
-    stopping = true;
+  stopNow = (): void => {
     process.stdout.write('Stopping the demo...\n');
     daemon
       .close()
@@ -204,8 +212,7 @@ async function demo(options: DemoOptions): Promise<void> {
         },
       );
   };
-  process.on('SIGINT', stop);
-  process.on('SIGTERM', stop);
+  if (stopRequested) stopNow();
 }
 
 /**

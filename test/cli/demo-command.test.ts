@@ -143,4 +143,21 @@ describe('soledad demo', () => {
     demo.child.kill('SIGINT');
     assert.equal(await demo.exited, 0);
   });
+
+  it('stops cleanly on Ctrl-C while it is still starting', async () => {
+    const dir = await tempDir();
+    folders.push(dir);
+    const demo = startDemo(dir.path, children, { SOLEDAD_TEST_WEAK_SCRYPT: '1' });
+    // The server is up and the daemon is not yet: the middle of the start-up.
+    await waitFor(
+      async () =>
+        (await readFile(join(dir.path, '.demo', 'server.log'), 'utf8').catch(() => '')).includes(
+          'server listening',
+        ),
+      { timeoutMs: 15_000, what: 'the demo server to listen' },
+    );
+    demo.child.kill('SIGINT');
+    assert.equal(await demo.exited, 0);
+    assert.match(demo.output(), /Stopping the demo/);
+  });
 });
