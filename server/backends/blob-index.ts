@@ -165,6 +165,14 @@ export class BlobIndex {
     return this.subs.dirty.del(refKey(ref));
   }
 
+  /** Records a tombstone for an id that was never live (its upload was still on its way). */
+  async tombstoneUnborn(ref: BlobRef, t: number): Promise<void> {
+    await this.batch([
+      { type: 'put', sublevel: this.subs.tomb, key: refKey(ref), value: { t } },
+      { type: 'put', sublevel: this.subs.tombDate, key: dateKey(ref, t), value: '' },
+    ]);
+  }
+
   /** Turns a live blob into a tombstone, durably, in one batch. */
   async tombstone(ref: BlobRef, entry: LiveEntry, t: number): Promise<void> {
     await this.batch([

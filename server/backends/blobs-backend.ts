@@ -62,8 +62,18 @@ export interface BlobsBackend {
     body: AsyncIterable<Buffer>,
     options: WriteOptions,
   ): Promise<{ size: number }>;
-  /** Deletes a live blob and leaves a tombstone; frees its bytes at once. */
+  /**
+   * Deletes a live blob and leaves a tombstone; frees its bytes at once. An id that is not
+   * live but announced (`announceUploads`) is tombstoned too, so that its upload fails
+   * with `blob_deleted` however late its body arrives; any other missing id is `not_found`.
+   */
   delete(ref: BlobRef): Promise<void>;
+  /**
+   * Announces uploads on their way (a PUT, or every id of a `/stream` manifest) before
+   * their bodies arrive; call the returned function once they are over. A deletion is
+   * thus never overtaken by an upload that was already in flight when it came.
+   */
+  announceUploads(refs: readonly BlobRef[]): () => void;
   /** Size in bytes of a live blob. */
   size(ref: BlobRef): Promise<number>;
   /** Number of live blobs (or tombstones) matching `options`. */

@@ -116,6 +116,8 @@ export class FilesystemBackend implements BlobsBackend {
   private readonly usageBytes: Map<string, number>;
   private readonly reservedBytes = new Map<string, number>();
   private readonly mutex = new KeyMutex();
+  /** Ids with an upload on its way (`announceUploads`): ref key → how many. */
+  private readonly announced = new Map<string, number>();
   private readonly inflight = new Set<Promise<unknown>>();
   private closing: Promise<void> | undefined;
   private lastTime: number;
@@ -257,11 +259,33 @@ export class FilesystemBackend implements BlobsBackend {
     return this.track(() => this.writeBlob(ref, body, options));
   }
 
+  announceUploads(refs: readonly BlobRef[]): () => void {
+    const keys = refs.map(refKey);
+    for (const key of keys) this.announced.set(key, (this.announced.get(key) ?? 0) + 1);
+    let ended = false;
+    return () => {
+      if (ended) return;
+      ended = true;
+      for (const key of keys) {
+        const left = (this.announced.get(key) ?? 1) - 1;
+        if (left > 0) this.announced.set(key, left);
+        else this.announced.delete(key);
+      }
+    };
+  }
+
   delete(ref: BlobRef): Promise<void> {
     return this.track(() =>
       this.mutex.run(refKey(ref), async () => {
         const entry = await this.index.getLive(ref);
-        if (entry === undefined) throw notFound(ref);
+        if (entry === undefined) {
+          // Published under this same mutex, so the upload cannot land in between.
+          if (!this.announced.has(refKey(ref)) || (await this.index.getTomb(ref)) !== undefined) {
+            throw notFound(ref);
+          }
+          await this.index.tombstoneUnborn(ref, this.nextTime());
+          return;
+        }
         await this.index.tombstone(ref, entry, this.nextTime());
         this.addUsage(ref.user, -entry.s);
         try {

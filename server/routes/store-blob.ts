@@ -43,7 +43,12 @@ export async function storeBlob(
   const options: WriteOptions = { quota, maxSize: maxBlobSize };
   if (expected !== undefined) options.expectedSize = expected;
   if (flags !== undefined) options.flags = flags;
-  const { size } = await context.backend.write(ref, exchange.body(expected), options);
-  exchange.bytes = size;
-  exchange.sendJson(200, { id: ref.id, size });
+  const announced = context.backend.announceUploads([ref]);
+  try {
+    const { size } = await context.backend.write(ref, exchange.body(expected), options);
+    exchange.bytes = size;
+    exchange.sendJson(200, { id: ref.id, size });
+  } finally {
+    announced();
+  }
 }

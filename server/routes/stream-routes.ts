@@ -5,6 +5,7 @@ import {
   parseDownloadRequest,
   parseUploadManifest,
   StreamFramingError,
+  type UploadEntry,
   type UploadResult,
 } from '../../wire/stream.js';
 import type { BlobRef } from '../backends/blobs-backend.js';
@@ -95,6 +96,25 @@ async function upload(
   } catch (error) {
     throw framingToRequestError(error);
   }
+  const announced = context.backend.announceUploads(
+    entries.map(({ id }) => ({ user: owner.uuid, namespace, id })),
+  );
+  try {
+    await storeEntries(context, exchange, reader, entries, owner, namespace);
+  } finally {
+    announced();
+  }
+}
+
+/** Stores each body of an upload stream in turn and answers the per-id results. */
+async function storeEntries(
+  context: ServerContext,
+  exchange: Exchange,
+  reader: FrameReader,
+  entries: UploadEntry[],
+  owner: UserRecord,
+  namespace: string,
+): Promise<void> {
   const { maxBlobSize } = context.config;
   const quota = quotaOf(context, owner);
   const results = new Map<string, UploadResult>(entries.map(({ id }) => [id, 'invalid_request']));

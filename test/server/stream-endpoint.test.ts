@@ -11,7 +11,7 @@ import {
 } from '../../wire/stream.js';
 import { type ServerProcess, type ServerUser, startServer } from '../helpers/server-process.js';
 import { waitFor } from '../helpers/wait.js';
-import { type HttpResponse, type RequestOptions, send } from './http-request.js';
+import { type HttpResponse, parseRawResponse, type RequestOptions, send } from './http-request.js';
 
 async function* once(...chunks: Buffer[]) {
   yield* chunks;
@@ -292,6 +292,44 @@ describe('stream endpoint', () => {
         body: Buffer.alloc(100_000),
       });
       assert.equal(retry.status, 200);
+    });
+
+    it('refuses a blob of the stream deleted before its body arrived with blob_deleted', async () => {
+      const url = new URL(server.url);
+      const socket = connect({ host: url.hostname, port: Number(url.port) });
+      await new Promise((resolve) => socket.once('connect', resolve));
+      const received: Buffer[] = [];
+      socket.on('data', (data: Buffer) => received.push(data));
+      socket.write(
+        `POST /stream/${user.uuid}?direction=upload HTTP/1.1\r\nHost: test\r\n` +
+          `Authorization: ${user.authorization}\r\nTransfer-Encoding: chunked\r\n` +
+          'Connection: close\r\n\r\n',
+      );
+      const chunk = (data: Buffer | string) => {
+        const bytes = Buffer.from(data);
+        socket.write(`${bytes.length.toString(16)}\r\n`);
+        socket.write(bytes);
+        socket.write('\r\n');
+      };
+      chunk(
+        encodeUploadManifest([
+          { id: 'd-1', size: 5 },
+          { id: 'd-2', size: 5 },
+        ]),
+      );
+      chunk('11111');
+      await waitFor(async () => (await api(`/blobs/${user.uuid}/d-1`)).status === 200, {
+        what: 'the first blob of the stream to be stored',
+      });
+      // d-2 is announced by the manifest but its body has not come yet.
+      assert.equal((await api(`/blobs/${user.uuid}/d-2`, { method: 'DELETE' })).status, 200);
+      chunk('22222');
+      socket.write('0\r\n\r\n');
+      await new Promise((resolve) => socket.once('close', resolve));
+      const response = parseRawResponse(Buffer.concat(received));
+      assert.equal(response.status, 200);
+      assert.deepEqual(response.json(), { 'd-1': 'created', 'd-2': 'blob_deleted' });
+      assert.equal((await api(`/blobs/${user.uuid}/d-2`)).status, 404);
     });
   });
 });

@@ -233,6 +233,29 @@ describe('upload safety', () => {
       assert.equal((await api(path)).text, 'first halfsecondhalf');
     });
 
+    it('lets a DELETE during an unfinished PUT win: the PUT gets 409 blob_deleted', async () => {
+      const path = `/blobs/${user.uuid}/overtaken`;
+      const { socket, received } = await startUpload(server, path, user, 20);
+      socket.write('first half');
+      const deleted = await api(path, { method: 'DELETE' });
+      assert.equal(deleted.status, 200);
+      socket.write('secondhalf');
+      await new Promise((resolve) => socket.once('close', resolve));
+      const put = parseRawResponse(Buffer.concat(received));
+      assert.equal(put.status, 409);
+      assert.equal(put.json<{ error: string }>().error, 'blob_deleted');
+      assert.equal((await api(path)).status, 404);
+      const tombs = (await api(`/blobs/${user.uuid}?deleted=true`)).json<string[]>();
+      assert.ok(tombs.includes('overtaken'));
+      assert.equal((await api(path, { method: 'DELETE' })).status, 404);
+    });
+
+    it('answers 404 for a DELETE of an id no upload announced', async () => {
+      assert.equal((await api(`/blobs/${user.uuid}/never-sent`, { method: 'DELETE' })).status, 404);
+      const tombs = (await api(`/blobs/${user.uuid}?deleted=true`)).json<string[]>();
+      assert.equal(tombs.includes('never-sent'), false);
+    });
+
     it('lets exactly one of concurrent PUTs of one id win, the others get 409, and stores the winner bytes', async () => {
       const path = `/blobs/${user.uuid}/contested`;
       const bodies = Array.from({ length: 8 }, () => randomBytes(256 * 1024));
