@@ -56,6 +56,7 @@ import { sweepOrphans } from './orphan-sweep.js';
 import { BlobsClient } from './remote/blobs-client.js';
 import { RemoteStatus } from './remote-status.js';
 import { runRemoteSync, type SyncResult } from './remote-sync.js';
+import { SMALL_ENVELOPE_MAX_BYTES, smallEnvelopesIn } from './small-envelopes.js';
 import { Store } from './store/index.js';
 import { TransferQueue } from './transfer-queue.js';
 import { TransferScheduler } from './transfer-scheduler.js';
@@ -228,7 +229,9 @@ export class Daemon implements DaemonApi {
     });
     let local: LocalBlobStore;
     try {
-      local = await LocalBlobStore.open(join(options.dataDir, 'blobs'));
+      local = await LocalBlobStore.open(join(options.dataDir, 'blobs'), {
+        small: smallEnvelopesIn(store, SMALL_ENVELOPE_MAX_BYTES),
+      });
     } catch (error) {
       await store.close();
       throw error;
@@ -280,6 +283,11 @@ export class Daemon implements DaemonApi {
     if (interval > 0) {
       this.#timers.push(setInterval(() => this.#backgroundSync(), interval).unref());
     }
+  }
+
+  /** The local envelopes (files and small ones in LevelDB); for tests and tools. */
+  get localBlobs(): LocalBlobStore {
+    return this.#local;
   }
 
   /** Attachments with a live actor: the ones in motion (and any a caller holds right now). */
@@ -740,7 +748,7 @@ export class Daemon implements DaemonApi {
     });
     pipeline(source, encrypt, () => undefined);
     try {
-      return (await this.#local.write(blobId, encrypt)).size;
+      return (await this.#local.write(blobId, encrypt, { fresh: true })).size;
     } catch (error) {
       source.destroy();
       if (sourceError !== undefined) {

@@ -17,6 +17,32 @@ export class LocalBlobError extends Error {
   }
 }
 
+/**
+ * Where envelopes of at most `maxBytes` live instead of in files of their own: the daemon
+ * keeps them in its LevelDB, where a write costs a share of a group commit instead of a
+ * file's create, two fsyncs and a link. `put` resolves once the bytes are durable.
+ */
+export interface SmallEnvelopeStore {
+  readonly maxBytes: number;
+  get(id: string): Promise<Uint8Array | undefined>;
+  put(id: string, bytes: Uint8Array): Promise<void>;
+  delete(id: string): Promise<void>;
+  ids(): AsyncIterable<string>;
+}
+
+export interface WriteOptions {
+  /**
+   * The caller made `id` just now (a random UUID), so no stored blob can have it: the
+   * existence checks are skipped (`link` still never replaces a file).
+   */
+  fresh?: boolean;
+}
+
+export interface LocalBlobStoreOptions {
+  /** Keeps envelopes up to its `maxBytes` there; without it every envelope is a file. */
+  small?: SmallEnvelopeStore;
+}
+
 /** Inclusive byte offsets, as in `fs.createReadStream` and HTTP ranges. */
 export interface ReadRange {
   start?: number;
@@ -37,13 +63,16 @@ const DEFAULT_READ_SIZE = 1024 * 1024;
 const WRITE_GATHER_BYTES = 1024 * 1024;
 
 /**
- * The device's store of blob envelopes: `DIR/{id[0..2]}/{id}`. It stores the bytes it is
- * given and never looks inside them.
+ * The device's store of blob envelopes: `DIR/{id[0..2]}/{id}`, and envelopes small enough
+ * for the `small` store there instead. It stores the bytes it is given and never looks
+ * inside them.
  *
- * A blob becomes visible only complete and durable: bytes go to a temporary file in
- * `DIR/.tmp`, which is fsynced and then published with `link(2)`. Unlike `rename`, `link`
- * fails when the name exists, so of two writers of one id exactly one wins and a stored
- * blob is never replaced. The folder is fsynced before a write reports success.
+ * A blob becomes visible only complete and durable. A large one goes to a temporary file
+ * in `DIR/.tmp`, which is fsynced and then published with `link(2)`. Unlike `rename`,
+ * `link` fails when the name exists, so of two writers of one id exactly one wins and a
+ * stored blob is never replaced. The folder is fsynced before a write reports success. A
+ * small one is gathered in memory (at most `small.maxBytes`) and put in one durable write.
+ * Publishing an id is exclusive within the process, and checks both places first.
  *
  * One store per folder: `open` deletes every temporary file it finds, which is only safe
  * when no other process writes there (the daemon holds its LevelDB lock for that).
@@ -51,17 +80,21 @@ const WRITE_GATHER_BYTES = 1024 * 1024;
 export class LocalBlobStore {
   readonly dir: string;
   readonly #tempDir: string;
+  readonly #small: SmallEnvelopeStore | undefined;
   readonly #writers = new Set<LocalBlobWriter>();
+  /** Ids being published right now, by any writer. */
+  readonly #publishing = new Set<string>();
   #closing: Promise<void> | undefined;
 
-  private constructor(dir: string) {
+  private constructor(dir: string, options: LocalBlobStoreOptions) {
     this.dir = dir;
     this.#tempDir = join(dir, TEMP_DIR);
+    this.#small = options.small;
   }
 
   /** Creates `dir` if needed and removes temporary files left by an earlier process. */
-  static async open(dir: string): Promise<LocalBlobStore> {
-    const store = new LocalBlobStore(dir);
+  static async open(dir: string, options: LocalBlobStoreOptions = {}): Promise<LocalBlobStore> {
+    const store = new LocalBlobStore(dir, options);
     await mkdir(dir, { recursive: true });
     await rm(store.#tempDir, { recursive: true, force: true });
     await mkdir(store.#tempDir);
@@ -69,25 +102,56 @@ export class LocalBlobStore {
   }
 
   /**
-   * Opens a temporary file for `id`; nothing is visible until `commit()`. Fails with
-   * `exists` when the blob is already stored (and `commit()` fails the same way if another
-   * writer publishes it first).
+   * A writer for `id`; nothing is visible until `commit()`. The temporary file is opened
+   * only once the bytes outgrow the small store. Fails with `exists` when the blob is
+   * already stored (and `commit()` fails the same way if another writer publishes it first).
    */
-  async writer(id: string): Promise<LocalBlobWriter> {
+  async writer(id: string, { fresh = false }: WriteOptions = {}): Promise<LocalBlobWriter> {
     this.#checkOpen();
     const path = this.#path(id);
-    if (await exists(path)) throw new LocalBlobError('exists', `blob ${id} is already stored`);
-    const tempPath = join(this.#tempDir, `${id}.${randomBytes(8).toString('hex')}`);
-    const handle = await open(tempPath, 'wx', 0o600);
-    const writer = new LocalBlobWriter(id, handle, tempPath, path, () => {
-      this.#writers.delete(writer);
+    if (!fresh && (await this.has(id))) {
+      throw new LocalBlobError('exists', `blob ${id} is already stored`);
+    }
+    const writer = new LocalBlobWriter(id, {
+      path,
+      tempPath: join(this.#tempDir, `${id}.${randomBytes(8).toString('hex')}`),
+      smallMaxBytes: this.#small?.maxBytes ?? -1,
+      publish: (kind, action) => this.#publish(id, kind, fresh, action),
+      onDone: () => {
+        this.#writers.delete(writer);
+      },
     });
     this.#writers.add(writer);
     return writer;
   }
 
-  // TODO: every envelope is a file of its own (two fsyncs), which caps small puts near
-  // 600 per second; small envelopes could live in LevelDB beside their record.
+  /**
+   * Runs `action` (which makes `id` visible) unless another writer of `id` is publishing
+   * or the other kind of copy already exists.
+   */
+  async #publish(
+    id: string,
+    kind: 'file' | 'small',
+    fresh: boolean,
+    action: (small: SmallEnvelopeStore | undefined) => Promise<void>,
+  ): Promise<void> {
+    if (this.#publishing.has(id)) {
+      throw new LocalBlobError('exists', `blob ${id} is being stored by another writer`);
+    }
+    this.#publishing.add(id);
+    try {
+      // A file's own name is checked by `link`; everything else here.
+      const taken =
+        !fresh &&
+        ((await this.#small?.get(id)) !== undefined ||
+          (kind === 'small' && (await exists(this.#path(id)))));
+      if (taken) throw new LocalBlobError('exists', `blob ${id} is already stored`);
+      await action(this.#small);
+    } finally {
+      this.#publishing.delete(id);
+    }
+  }
+
   /**
    * Stores `source` as blob `id`, atomically. When `source` fails, its error is rethrown
    * and nothing is left behind.
@@ -95,10 +159,11 @@ export class LocalBlobStore {
   async write(
     id: string,
     source: Readable | AsyncIterable<Uint8Array | string>,
+    options: WriteOptions = {},
   ): Promise<{ size: number }> {
     let writer: LocalBlobWriter;
     try {
-      writer = await this.writer(id);
+      writer = await this.writer(id, options);
     } catch (error) {
       if (source instanceof Readable) source.destroy();
       throw error;
@@ -125,6 +190,12 @@ export class LocalBlobStore {
     if (start !== undefined && end !== undefined && end < start) {
       throw new RangeError(`range end ${end} is before its start ${start}`);
     }
+    const small = await this.#small?.get(id);
+    if (small !== undefined) {
+      const bytes = Buffer.from(small.buffer, small.byteOffset, small.byteLength);
+      const slice = bytes.subarray(start ?? 0, end === undefined ? undefined : end + 1);
+      return Readable.from(slice.length > 0 ? [slice] : [], { objectMode: false });
+    }
     let handle: FileHandle;
     try {
       handle = await open(this.#path(id), 'r');
@@ -141,6 +212,8 @@ export class LocalBlobStore {
 
   /** Size in bytes of a stored blob; `not_found` when absent. */
   async size(id: string): Promise<number> {
+    const small = await this.#small?.get(id);
+    if (small !== undefined) return small.byteLength;
     try {
       return (await stat(this.#path(id))).size;
     } catch (error) {
@@ -149,14 +222,20 @@ export class LocalBlobStore {
   }
 
   async has(id: string): Promise<boolean> {
-    return exists(this.#path(id));
+    const path = this.#path(id);
+    return (await this.#small?.get(id)) !== undefined || exists(path);
   }
 
   /** Removes a stored blob; true if it was there. */
   async delete(id: string): Promise<boolean> {
+    const path = this.#path(id);
+    if (this.#small !== undefined && (await this.#small.get(id)) !== undefined) {
+      await this.#small.delete(id);
+      return true;
+    }
     // Not fsynced: a deletion lost in a crash leaves a blob that start-up sweeps away.
     try {
-      await unlink(this.#path(id));
+      await unlink(path);
       return true;
     } catch (error) {
       if (isErrno(error, 'ENOENT')) return false;
@@ -164,8 +243,9 @@ export class LocalBlobStore {
     }
   }
 
-  /** Ids of every stored blob, in no particular order, read folder by folder. */
+  /** Ids of every stored blob, in no particular order: the small store's, then the files'. */
   async *list(): AsyncIterable<string> {
+    if (this.#small !== undefined) yield* this.#small.ids();
     for await (const shard of await opendir(this.dir)) {
       if (!shard.isDirectory() || shard.name === TEMP_DIR) continue;
       for await (const entry of await opendir(join(this.dir, shard.name))) {
@@ -197,19 +277,31 @@ export class LocalBlobStore {
 
 type WriterState = 'open' | 'committing' | 'committed' | 'aborted';
 
+/** @internal What `LocalBlobStore.writer` hands a writer. */
+export interface WriterPlan {
+  path: string;
+  tempPath: string;
+  /** Envelopes up to this size go to the small store; -1 when there is none. */
+  smallMaxBytes: number;
+  publish(
+    kind: 'file' | 'small',
+    action: (small: SmallEnvelopeStore | undefined) => Promise<void>,
+  ): Promise<void>;
+  onDone(): void;
+}
+
 /**
  * A blob being written. `write` calls may overlap (each lands at its own offset); small
  * writes are gathered and written out together once 1 MiB is gathered (the caller must not
- * reuse a chunk it handed over). `commit` writes what is gathered, waits for every write,
- * makes the blob durable and visible. `abort` (idempotent) removes the temporary file; a
- * failed `commit` aborts by itself.
+ * reuse a chunk it handed over), so the temporary file is opened only when there is that
+ * much. `commit` puts a blob of at most `smallMaxBytes` in the small store; otherwise it
+ * writes what is gathered, waits for every write, makes the file durable and links it into
+ * place. `abort` (idempotent) removes the temporary file; a failed `commit` aborts by itself.
  */
 export class LocalBlobWriter {
   readonly id: string;
-  readonly #handle: FileHandle;
-  readonly #tempPath: string;
-  readonly #path: string;
-  readonly #onDone: () => void;
+  readonly #plan: WriterPlan;
+  #handle: Promise<FileHandle> | undefined;
   #state: WriterState = 'open';
   #size = 0;
   #pending = new Set<Promise<void>>();
@@ -219,12 +311,9 @@ export class LocalBlobWriter {
   #aborting: Promise<void> | undefined;
 
   /** @internal Made by `LocalBlobStore.writer`. */
-  constructor(id: string, handle: FileHandle, tempPath: string, path: string, onDone: () => void) {
+  constructor(id: string, plan: WriterPlan) {
     this.id = id;
-    this.#handle = handle;
-    this.#tempPath = tempPath;
-    this.#path = path;
-    this.#onDone = onDone;
+    this.#plan = plan;
   }
 
   /** Bytes accepted so far (including writes still in flight). */
@@ -246,6 +335,12 @@ export class LocalBlobWriter {
     return this.#writeGathered();
   }
 
+  /** The temporary file, created at the first call. */
+  #file(): Promise<FileHandle> {
+    this.#handle ??= open(this.#plan.tempPath, 'wx', 0o600);
+    return this.#handle;
+  }
+
   /** Writes out the gathered chunks at their offset. */
   #writeGathered(): Promise<void> {
     if (this.#gatheredBytes === 0) return Promise.resolve();
@@ -253,7 +348,7 @@ export class LocalBlobWriter {
     const position = this.#size - this.#gatheredBytes;
     this.#gathered = [];
     this.#gatheredBytes = 0;
-    const done = writeAllAt(this.#handle, buffers, position);
+    const done = this.#file().then((handle) => writeAllAt(handle, buffers, position));
     this.#pending.add(done);
     done.then(
       () => this.#pending.delete(done),
@@ -283,18 +378,42 @@ export class LocalBlobWriter {
       throw new LocalBlobError('closed', `writer of ${this.id} is ${this.#state}`);
     }
     this.#state = 'committing';
-    let linked = false;
     try {
-      this.#writeGathered().catch(() => undefined);
-      await Promise.all(this.#pending);
-      if (this.#failure !== undefined) throw this.#failure;
-      await this.#handle.sync();
-      await this.#handle.close();
-      const shard = join(this.#path, '..');
-      const created = await mkdir(shard, { recursive: true });
-      if (created !== undefined) await syncDir(join(shard, '..'));
+      if (this.#handle === undefined && this.#size <= this.#plan.smallMaxBytes) {
+        const bytes = Buffer.concat(this.#gathered, this.#gatheredBytes);
+        this.#gathered = [];
+        await this.#plan.publish('small', (small) => small!.put(this.id, bytes));
+      } else {
+        await this.#commitFile();
+      }
+      this.#state = 'committed';
+      this.#plan.onDone();
+      if (this.#handle !== undefined) {
+        // The published name holds the bytes now; a leftover temp name goes at next open.
+        await unlink(this.#plan.tempPath).catch(() => undefined);
+      }
+      return { size: this.#size };
+    } catch (error) {
+      this.#state = 'open';
+      await this.abort();
+      throw error;
+    }
+  }
+
+  async #commitFile(): Promise<void> {
+    const { path, tempPath } = this.#plan;
+    this.#writeGathered().catch(() => undefined);
+    const handle = await this.#file();
+    await Promise.all(this.#pending);
+    if (this.#failure !== undefined) throw this.#failure;
+    await handle.sync();
+    await handle.close();
+    const shard = join(path, '..');
+    const created = await mkdir(shard, { recursive: true });
+    if (created !== undefined) await syncDir(join(shard, '..'));
+    await this.#plan.publish('file', async () => {
       try {
-        await link(this.#tempPath, this.#path);
+        await link(tempPath, path);
       } catch (error) {
         if (isErrno(error, 'EEXIST')) {
           throw new LocalBlobError('exists', `blob ${this.id} is already stored`, {
@@ -303,20 +422,14 @@ export class LocalBlobWriter {
         }
         throw error;
       }
-      linked = true;
-      await syncDir(shard);
-      this.#state = 'committed';
-      this.#onDone();
-      // The published name holds the bytes now; a leftover temp name is removed at next open.
-      await unlink(this.#tempPath).catch(() => undefined);
-      return { size: this.#size };
-    } catch (error) {
-      // Published but not durable (the folder fsync failed): withdraw it, report failure.
-      if (linked) await unlink(this.#path).catch(() => undefined);
-      this.#state = 'open';
-      await this.abort();
-      throw error;
-    }
+      try {
+        await syncDir(shard);
+      } catch (error) {
+        // Published but not durable: withdraw it, report failure.
+        await unlink(path).catch(() => undefined);
+        throw error;
+      }
+    });
   }
 
   /** Drops the temporary file. Does nothing after a successful commit. */
@@ -327,9 +440,12 @@ export class LocalBlobWriter {
       this.#gathered = [];
       this.#gatheredBytes = 0;
       await Promise.allSettled(this.#pending);
-      await this.#handle.close().catch(() => undefined);
-      await rm(this.#tempPath, { force: true });
-      this.#onDone();
+      if (this.#handle !== undefined) {
+        const handle = await this.#handle.catch(() => undefined);
+        await handle?.close().catch(() => undefined);
+        await rm(this.#plan.tempPath, { force: true });
+      }
+      this.#plan.onDone();
     })();
     return this.#aborting;
   }

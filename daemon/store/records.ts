@@ -106,6 +106,7 @@ export const SUBLEVELS = {
   watch: 'watch',
   events: 'event',
   meta: 'meta',
+  envelopes: 'envelope',
 } as const;
 
 export type SublevelName = (typeof SUBLEVELS)[keyof typeof SUBLEVELS];

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { Level } from 'level';
+import { type BatchOperation, Level } from 'level';
 import type { DocumentSealer } from '../crypto/document-sealer.js';
 import { isValidDeviceId, nextRevisionText } from '../revision.js';
 import {
@@ -50,6 +50,10 @@ function openSublevel(db: Level<string, string>, name: string) {
 
 type Sublevel = ReturnType<typeof openSublevel>;
 
+function openBytesSublevel(db: Level<string, string>, name: string) {
+  return db.sublevel<string, Uint8Array>(name, { keyEncoding: 'utf8', valueEncoding: 'view' });
+}
+
 const META_DEVICE = 'deviceId';
 const DEFAULT_MAX_EVENTS = 10_000;
 const DOC_ERRORS = [ConflictError, DocumentNotFoundError, AlreadyDeletedError];
@@ -68,6 +72,7 @@ export class Store {
   readonly deviceId: string;
   readonly #db: Level<string, string>;
   readonly #subs: Record<SublevelName, Sublevel>;
+  readonly #envelopes: ReturnType<typeof openBytesSublevel>;
   readonly #sealer: DocumentSealer;
   readonly #now: () => number;
   readonly #sync: boolean;
@@ -91,6 +96,7 @@ export class Store {
     this.#sync = options.sync ?? true;
     this.#maxEvents = options.maxEvents ?? DEFAULT_MAX_EVENTS;
     this.#subs = Store.#sublevels(db);
+    this.#envelopes = openBytesSublevel(db, SUBLEVELS.envelopes);
     this.#group = new GroupCommit((txs) => this.#writeGroup(txs));
   }
 
@@ -289,6 +295,20 @@ export class Store {
     return entries.map(([blobId, state]) => ({ blobId, state: JSON.parse(state) as string }));
   }
 
+  // Small envelopes (see LocalBlobStore)
+
+  /** The stored bytes of a small envelope, or `undefined`. */
+  async getEnvelope(blobId: string): Promise<Uint8Array | undefined> {
+    this.#assertOpen();
+    return this.#envelopes.get(blobId);
+  }
+
+  /** Ids of every small envelope stored, in key order. */
+  async *envelopeIds(): AsyncIterable<string> {
+    this.#assertOpen();
+    for await (const key of this.#envelopes.keys()) yield key;
+  }
+
   // Settings and the watch-folder index
 
   async getSetting(key: string): Promise<unknown> {
@@ -403,11 +423,13 @@ export class Store {
 
     if (writes.length > 0) {
       await this.#db.batch(
-        writes.map((op) =>
-          op.type === 'put'
-            ? { type: 'put', sublevel: this.#subs[op.sublevel], key: op.key, value: op.value }
-            : { type: 'del', sublevel: this.#subs[op.sublevel], key: op.key },
-        ),
+        writes.map((op) => {
+          const sublevel =
+            op.sublevel === SUBLEVELS.envelopes ? this.#envelopes : this.#subs[op.sublevel];
+          return op.type === 'put'
+            ? { type: 'put' as const, sublevel, key: op.key, value: op.value }
+            : { type: 'del' as const, sublevel, key: op.key };
+        }) as unknown as Array<BatchOperation<Level<string, string>, string, string>>,
         { sync: this.#sync },
       );
     }

@@ -23,6 +23,7 @@ import {
 /** A raw write into one sublevel; values are JSON text. */
 export type StoreOp =
   | { type: 'put'; sublevel: SublevelName; key: string; value: string }
+  | { type: 'put'; sublevel: typeof SUBLEVELS.envelopes; key: string; value: Uint8Array }
   | { type: 'del'; sublevel: SublevelName; key: string };
 
 /** A document change, checked and sealed when its group is written. */
@@ -210,6 +211,23 @@ export class Transaction {
     this.#open();
     assertKey(path, 'path');
     this.#del(SUBLEVELS.watch, path);
+  }
+
+  /**
+   * Stores the bytes of a small blob envelope (the local blob store keeps envelopes of at
+   * most one chunk here instead of in files of their own). No event.
+   */
+  putEnvelope(blobId: string, bytes: Uint8Array): void {
+    this.#open();
+    assertKey(blobId, 'blobId');
+    if (!(bytes instanceof Uint8Array)) throw new TypeError('envelope bytes must be a Uint8Array');
+    this.#push({ op: { type: 'put', sublevel: SUBLEVELS.envelopes, key: blobId, value: bytes } });
+  }
+
+  deleteEnvelope(blobId: string): void {
+    this.#open();
+    assertKey(blobId, 'blobId');
+    this.#del(SUBLEVELS.envelopes, blobId);
   }
 
   /** Adds a numbered event; `seq` and `at` are assigned by the store. */

@@ -6,8 +6,8 @@
  * ROOT/.index/                         LevelDB index; its LOCK is the process lock
  * ROOT/.tmp/                           uploads in progress; emptied at open
  * ROOT/.clean                          usage and clock, left by a clean close; removed at open
- * ROOT/{user}/{ns}/{id[0]}/{id[0..3]}/{id[0..6]}/{id}         blob bytes, mtime = upload time
- * ROOT/{user}/{ns}/{id[0]}/{id[0..3]}/{id[0..6]}/{id}.flags   JSON array of flags; absent = []
+ * ROOT/{user}/{ns}/{id[0..2]}/{id}         blob bytes, mtime = upload time
+ * ROOT/{user}/{ns}/{id[0..2]}/{id}.flags   JSON array of flags; absent = []
  * ```
  *
  * The index (see blob-index.ts) is the authority on what is live: a blob is visible once
@@ -35,9 +35,8 @@ import type {
 import { takeCleanState, writeCleanState } from './clean-shutdown.js';
 import {
   blobPath,
-  ensureDurableDir,
+  DirSyncer,
   flagsPath,
-  fsyncDir,
   INDEX_DIR,
   leafDir,
   TMP_DIR,
@@ -116,6 +115,7 @@ export class FilesystemBackend implements BlobsBackend {
   private readonly usageBytes: Map<string, number>;
   private readonly reservedBytes = new Map<string, number>();
   private readonly mutex = new KeyMutex();
+  private readonly dirs = new DirSyncer();
   /** Ids with an upload on its way (`announceUploads`): ref key → how many. */
   private readonly announced = new Map<string, number>();
   private readonly inflight = new Set<Promise<unknown>>();
@@ -505,8 +505,6 @@ export class FilesystemBackend implements BlobsBackend {
     }
   }
 
-  // TODO: a blob whose leaf folders are new costs up to four fsyncs (the file, the parents
-  // of two new folders, the leaf), so small uploads reach about a quarter of the disk's rate.
   /** Makes the finished temp file the blob `ref`, under the id's mutex. */
   private async publish(
     ref: BlobRef,
@@ -517,7 +515,7 @@ export class FilesystemBackend implements BlobsBackend {
     await this.refuseTaken(ref);
     const dir = leafDir(this.root, ref);
     const blob = blobPath(this.root, ref);
-    await ensureDurableDir(dir);
+    await this.dirs.ensureDir(dir);
     if (entry.f.length > 0) {
       await writeFileAtomic(this.root, flagsPath(this.root, ref), JSON.stringify(entry.f));
     }
@@ -531,7 +529,7 @@ export class FilesystemBackend implements BlobsBackend {
       throw error;
     }
     try {
-      await fsyncDir(dir);
+      await this.dirs.sync(dir);
       await this.index.addLive(ref, entry);
     } catch (error) {
       await unlinkIfExists(blob).catch(ignore);
@@ -549,7 +547,7 @@ export class FilesystemBackend implements BlobsBackend {
       return;
     }
     await unlinkIfExists(path);
-    await fsyncDir(leafDir(this.root, ref));
+    await this.dirs.sync(leafDir(this.root, ref));
   }
 
   /** Grows `reservation` to `total` bytes, or fails if usage and reservations would pass `quota`. */

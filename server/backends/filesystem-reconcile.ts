@@ -10,7 +10,7 @@ import {
   blobPath,
   FLAGS_SUFFIX,
   flagsPath,
-  prefixDirs,
+  shardOf,
   unlinkIfExists,
   writeFileAtomic,
 } from './filesystem-layout.js';
@@ -265,18 +265,9 @@ async function walkNamespace(
 ): Promise<Map<string, FoundFiles>> {
   const found = new Map<string, FoundFiles>();
   const base = join(root, user, namespace);
-  const middle: string[][] = [];
-  for (const first of await subdirs(base)) {
-    for (const second of await subdirs(join(base, first.name))) {
-      middle.push([first.name, second.name]);
-    }
-  }
-  const leaves: string[][] = [];
-  await mapLimit(middle, async (path) => {
-    for (const third of await subdirs(join(base, ...path))) leaves.push([...path, third.name]);
-  });
-  await mapLimit(leaves, async (path) => {
-    const dir = join(base, ...path);
+  const shards = (await subdirs(base)).map((dirent) => dirent.name);
+  await mapLimit(shards, async (shard) => {
+    const dir = join(base, shard);
     let names: Dirent[];
     try {
       names = await readdir(dir, { withFileTypes: true });
@@ -287,8 +278,7 @@ async function walkNamespace(
     for (const dirent of names) {
       const isFlags = dirent.name.endsWith(FLAGS_SUFFIX);
       const id = isFlags ? dirent.name.slice(0, -FLAGS_SUFFIX.length) : dirent.name;
-      const [a, b, c] = prefixDirs(id);
-      if (!dirent.isFile() || !isValidId(id) || a !== path[0] || b !== path[1] || c !== path[2]) {
+      if (!dirent.isFile() || !isValidId(id) || shardOf(id) !== shard) {
         logger.warn({ path: join(dir, dirent.name) }, 'ignored an entry outside the blob layout');
         continue;
       }

@@ -64,6 +64,22 @@ async function download(
 
 /** Blobs of one upload stream being fsynced and published at once. */
 const STORES_IN_FLIGHT = 16;
+/**
+ * Bodies up to this size are read off the stream before their store starts, so that the
+ * next one can be read while this one's checks and fsyncs run (at most STORES_IN_FLIGHT
+ * such bodies are held, 1 MiB in all); larger ones stream into the backend as they arrive.
+ */
+const PREREAD_MAX_BYTES = 64 * 1024;
+
+async function readWhole(body: AsyncGenerator<Buffer, void, undefined>): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of body) chunks.push(chunk);
+  return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+}
+
+async function* once(bytes: Buffer): AsyncGenerator<Buffer, void, undefined> {
+  if (bytes.length > 0) yield bytes;
+}
 
 /** Passes `body` through and calls `done` once it has been read to its end or failed. */
 async function* untilEnd(
@@ -143,8 +159,18 @@ async function storeEntries(
     const consumed = new Promise<void>((resolve) => {
       bodyDone = resolve;
     });
+    // A small body is read first (a framing error breaks the stream before any store).
+    let preread: Buffer | undefined;
+    if (size <= PREREAD_MAX_BYTES) {
+      try {
+        preread = await readWhole(reader.readBody(size));
+      } catch (error) {
+        settle(id, error);
+        break;
+      }
+    }
     const store = (async () => {
-      const body = reader.readBody(size);
+      const body = preread === undefined ? reader.readBody(size) : once(preread);
       if (size > maxBlobSize) throw new BlobsError('too_large', `blob ${id} is too large`);
       const stored = await context.backend.write(ref, untilEnd(body, bodyDone), {
         quota,

@@ -1,11 +1,14 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, readdir, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { after, before, describe, it } from 'node:test';
+import { DocumentSealer } from '../../daemon/crypto/document-sealer.js';
 import { LocalBlobError, LocalBlobStore } from '../../daemon/local-blob-store.js';
+import { smallEnvelopesIn } from '../../daemon/small-envelopes.js';
+import { Store } from '../../daemon/store/store.js';
 import { tempDir } from '../helpers/tmp.js';
 
 async function readAll(stream: Readable): Promise<Buffer> {
@@ -240,5 +243,119 @@ describe('LocalBlobStore', () => {
         await own.remove();
       }
     });
+  });
+});
+
+describe('LocalBlobStore with small envelopes in the daemon store', () => {
+  const SMALL = 1024;
+  let dir: { path: string; remove(): Promise<void> };
+  let db: Store;
+  let store: LocalBlobStore;
+
+  before(async () => {
+    dir = await tempDir();
+    db = await Store.open(join(dir.path, 'db'), { sealer: new DocumentSealer(randomBytes(32)) });
+    store = await LocalBlobStore.open(join(dir.path, 'blobs'), {
+      small: smallEnvelopesIn(db, SMALL),
+    });
+  });
+
+  after(async () => {
+    await store.close();
+    await db.close();
+    await dir.remove();
+  });
+
+  const filePath = (id: string) => join(dir.path, 'blobs', id.slice(0, 2), id);
+
+  it('keeps a blob of at most maxBytes in LevelDB and a larger one in a file', async () => {
+    const small = randomBytes(SMALL);
+    const large = randomBytes(SMALL + 1);
+    await store.write('small-1', Readable.from([small.subarray(0, 100), small.subarray(100)]));
+    await store.write('large-1', Readable.from([large]));
+    assert.deepEqual(Buffer.from((await db.getEnvelope('small-1'))!), small);
+    assert.equal(await db.getEnvelope('large-1'), undefined);
+    await assert.rejects(readFile(filePath('small-1')), { code: 'ENOENT' });
+    assert.deepEqual(await readFile(filePath('large-1')), large);
+    for (const [id, bytes] of [
+      ['small-1', small],
+      ['large-1', large],
+    ] as const) {
+      assert.equal(await store.has(id), true);
+      assert.equal(await store.size(id), bytes.length);
+      assert.deepEqual(await readAll(await store.createReadStream(id)), bytes);
+    }
+    assert.deepEqual(await readdir(join(store.dir, '.tmp')), []);
+  });
+
+  it('reads inclusive ranges of a small blob', async () => {
+    await store.write('small-range', Readable.from([Buffer.from('0123456789')]));
+    const range = async (start?: number, end?: number) =>
+      (await readAll(await store.createReadStream('small-range', { start, end }))).toString();
+    assert.equal(await range(2, 5), '2345');
+    assert.equal(await range(9, 9), '9');
+    assert.equal(await range(7), '789');
+    assert.equal(await range(undefined, 1), '01');
+  });
+
+  it('stores an empty blob in LevelDB', async () => {
+    await store.write('small-empty', Readable.from([]));
+    assert.equal(await store.size('small-empty'), 0);
+    assert.deepEqual(await readAll(await store.createReadStream('small-empty')), Buffer.alloc(0));
+  });
+
+  it('lets exactly one of several concurrent small writers of one id win', async () => {
+    const writers = await Promise.all([0, 1, 2].map(() => store.writer('small-race')));
+    await Promise.all(writers.map((w, i) => w.write(Buffer.from(`writer ${i}`))));
+    const results = await Promise.allSettled(writers.map((w) => w.commit()));
+    assert.equal(results.filter((r) => r.status === 'fulfilled').length, 1);
+    for (const r of results) {
+      if (r.status === 'rejected') assert.ok(isCode('exists')(r.reason));
+    }
+    const winner = results.findIndex((r) => r.status === 'fulfilled');
+    assert.equal(
+      (await readAll(await store.createReadStream('small-race'))).toString(),
+      `writer ${winner}`,
+    );
+  });
+
+  it('refuses a small write of an id stored as a file, and a file write of a small one', async () => {
+    await store.write('as-file', Readable.from([randomBytes(SMALL * 2)]));
+    const small = await store.writer('as-file').catch((error: unknown) => error);
+    assert.ok(isCode('exists')(small));
+    await store.write('as-small', Readable.from([Buffer.from('tiny')]));
+    await assert.rejects(
+      store.write('as-small', Readable.from([randomBytes(SMALL * 2)])),
+      isCode('exists'),
+    );
+    assert.equal((await readAll(await store.createReadStream('as-small'))).toString(), 'tiny');
+  });
+
+  it('deletes and lists small and file blobs alike', async () => {
+    await store.write('small-del', Readable.from([Buffer.from('x')]));
+    await store.write('large-del', Readable.from([randomBytes(SMALL * 3)]));
+    const listed = await collect(store.list());
+    assert.ok(listed.includes('small-del') && listed.includes('large-del'));
+    assert.equal(await store.delete('small-del'), true);
+    assert.equal(await store.delete('large-del'), true);
+    assert.equal(await store.has('small-del'), false);
+    assert.equal(await store.has('large-del'), false);
+    assert.equal(await store.delete('small-del'), false);
+    const after = await collect(store.list());
+    assert.equal(after.includes('small-del') || after.includes('large-del'), false);
+  });
+
+  it('keeps small blobs across a reopen of both stores', async () => {
+    await store.write('small-kept', Readable.from([Buffer.from('still here')]));
+    await store.close();
+    await db.close();
+    db = await Store.open(join(dir.path, 'db'), { sealer: new DocumentSealer(randomBytes(32)) });
+    store = await LocalBlobStore.open(join(dir.path, 'blobs'), {
+      small: smallEnvelopesIn(db, SMALL),
+    });
+    assert.equal(
+      (await readAll(await store.createReadStream('small-kept'))).toString(),
+      'still here',
+    );
   });
 });

@@ -6,6 +6,7 @@ import { Readable } from 'node:stream';
 import { after, before, describe, it } from 'node:test';
 import type { DaemonEvent, TransferProgress } from '../../../daemon/daemon-api.js';
 import { RemoteError } from '../../../daemon/remote/remote-error.js';
+import { SMALL_ENVELOPE_MAX_BYTES } from '../../../daemon/small-envelopes.js';
 import { AttachmentState } from '../../../machines/index.js';
 import { DaemonHarness } from '../../helpers/daemon-harness.js';
 import { waitFor } from '../../helpers/wait.js';
@@ -13,6 +14,7 @@ import {
   docWithAttachment,
   exists,
   hasCode,
+  hasLocalEnvelope,
   KiB,
   localEnvelopePath,
   MiB,
@@ -52,6 +54,29 @@ describe('Daemon attachments against a blobs server', () => {
     assert.deepEqual(await readAll(await h.daemon.openAttachment(info.blobId)), plaintext);
   });
 
+  it('keeps a small envelope in LevelDB and a large one as a file, both across a restart', async () => {
+    const small = await docWithAttachment(h.daemon, 10 * KiB);
+    const large = await docWithAttachment(h.daemon, 100 * KiB);
+    assert.ok(small.info.size <= SMALL_ENVELOPE_MAX_BYTES);
+    assert.ok(large.info.size > SMALL_ENVELOPE_MAX_BYTES);
+    assert.equal(await exists(localEnvelopePath(h.dataDir, small.blobId)), false);
+    assert.equal(await exists(localEnvelopePath(h.dataDir, large.blobId)), true);
+
+    // Uploaded from where each lives, downloaded back to the same place after an eviction.
+    for (const { blobId } of [small, large]) {
+      await h.daemon.uploadAttachment(blobId);
+      await h.daemon.evictAttachment(blobId);
+      assert.equal(await hasLocalEnvelope(h.daemon, blobId), false);
+      await h.daemon.downloadAttachment(blobId);
+    }
+    assert.equal(await exists(localEnvelopePath(h.dataDir, small.blobId)), false);
+    await h.openDaemon();
+    for (const { blobId, plaintext } of [small, large]) {
+      assert.equal(await hasLocalEnvelope(h.daemon, blobId), true);
+      assert.deepEqual(await readAll(await h.daemon.openAttachment(blobId)), plaintext);
+    }
+  });
+
   it('keeps only ciphertext on the server', async () => {
     const { blobId, plaintext } = await docWithAttachment(h.daemon, 20 * KiB);
     await h.daemon.uploadAttachment(blobId);
@@ -67,11 +92,11 @@ describe('Daemon attachments against a blobs server', () => {
     const evicted = await h.daemon.evictAttachment(blobId);
     assert.equal(evicted.state, AttachmentState.REMOTE);
     assert.equal(evicted.machineState, 'remote.idle');
-    assert.equal(await exists(localEnvelopePath(h.dataDir, blobId)), false);
+    assert.equal(await hasLocalEnvelope(h.daemon, blobId), false);
 
     assert.deepEqual(await readAll(await h.daemon.openAttachment(blobId)), plaintext);
     assert.equal((await h.daemon.getAttachmentInfo(blobId))?.state, AttachmentState.SYNCED);
-    assert.equal(await exists(localEnvelopePath(h.dataDir, blobId)), true);
+    assert.equal(await hasLocalEnvelope(h.daemon, blobId), true);
   });
 
   it('refuses to evict a pinned attachment, and evicts it once unpinned', async () => {
@@ -80,7 +105,7 @@ describe('Daemon attachments against a blobs server', () => {
     assert.equal((await h.daemon.pinAttachment(blobId)).pinned, true);
 
     await assert.rejects(h.daemon.evictAttachment(blobId), hasCode('invalid_state'));
-    assert.equal(await exists(localEnvelopePath(h.dataDir, blobId)), true);
+    assert.equal(await hasLocalEnvelope(h.daemon, blobId), true);
 
     await h.daemon.unpinAttachment(blobId);
     assert.equal((await h.daemon.evictAttachment(blobId)).state, AttachmentState.REMOTE);
@@ -118,7 +143,7 @@ describe('Daemon attachments against a blobs server', () => {
       (error) => error instanceof RemoteError && error.code === 'not_found',
     );
     assert.ok((await h.client!.list({ deleted: true })).includes(blobId));
-    assert.equal(await exists(localEnvelopePath(h.dataDir, blobId)), false);
+    assert.equal(await hasLocalEnvelope(h.daemon, blobId), false);
     await assert.rejects(h.daemon.openAttachment(blobId), hasCode('not_found'));
   });
 

@@ -51,6 +51,12 @@ export function waitForAttachment(
   );
 }
 
+/** Whether the daemon holds a local envelope of `blobId` (a file or a small one in LevelDB). */
+export function hasLocalEnvelope(daemon: Daemon, blobId: string): Promise<boolean> {
+  return daemon.localBlobs.has(blobId);
+}
+
+/** Where the envelope of `blobId` is when it is a file (envelopes over 64 KiB). */
 export function localEnvelopePath(dataDir: string, blobId: string): string {
   return join(dataDir, 'blobs', blobId.slice(0, 2), blobId);
 }

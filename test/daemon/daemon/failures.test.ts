@@ -6,10 +6,9 @@ import { AttachmentState } from '../../../machines/index.js';
 import { DaemonHarness } from '../../helpers/daemon-harness.js';
 import {
   docWithAttachment,
-  exists,
   hasCode,
+  hasLocalEnvelope,
   KiB,
-  localEnvelopePath,
   readAll,
   waitForAttachment,
 } from './daemon-fixtures.js';
@@ -80,7 +79,7 @@ describe('Daemon transfer failures', () => {
     assert.equal(failed.lastError?.code, 'integrity_error');
     await assert.rejects(h.daemon.openAttachment(blobId), hasCode('integrity_error'));
 
-    assert.equal(await exists(localEnvelopePath(h.dataDir, blobId)), false);
+    assert.equal(await hasLocalEnvelope(h.daemon, blobId), false);
     assert.deepEqual(await readdir(join(h.dataDir, 'blobs', '.tmp')), []);
     const corrupt = h.logs.filter(
       (line) => line.msg === 'download failed' && line.blobId === blobId && line.kind === 'corrupt',

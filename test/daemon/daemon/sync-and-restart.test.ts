@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import { createEncryptStream } from '../../../daemon/crypto/encrypt-stream.js';
 import { AttachmentState } from '../../../machines/index.js';
@@ -8,9 +7,8 @@ import { DaemonHarness } from '../../helpers/daemon-harness.js';
 import { waitFor } from '../../helpers/wait.js';
 import {
   docWithAttachment,
-  exists,
+  hasLocalEnvelope,
   KiB,
-  localEnvelopePath,
   readAll,
   sourceOf,
   waitForAttachment,
@@ -81,7 +79,7 @@ describe('Daemon batching, remote sync and restarts', () => {
     const large = await docWithAttachment(h.daemon, 300 * KiB);
     const small = await docWithAttachment(h.daemon, 5 * KiB);
     for (const { blobId, info } of [large, small]) {
-      const envelope = createReadStream(localEnvelopePath(h.dataDir, blobId));
+      const envelope = await h.daemon.localBlobs.createReadStream(blobId);
       await h.client!.put(blobId, envelope, info.size);
     }
 
@@ -107,7 +105,7 @@ describe('Daemon batching, remote sync and restarts', () => {
       await waitFor(async () => (await h.daemon.getAttachmentInfo(blobId)) === undefined, {
         what: `${blobId} to be deleted`,
       });
-      assert.equal(await exists(localEnvelopePath(h.dataDir, blobId)), false);
+      assert.equal(await hasLocalEnvelope(h.daemon, blobId), false);
     }
   });
 
@@ -121,7 +119,7 @@ describe('Daemon batching, remote sync and restarts', () => {
     await waitFor(async () => (await h.daemon.getAttachmentInfo(blobId)) === undefined, {
       what: 'the record to go',
     });
-    assert.equal(await exists(localEnvelopePath(h.dataDir, blobId)), false);
+    assert.equal(await hasLocalEnvelope(h.daemon, blobId), false);
     assert.equal((await h.daemon.status()).lastSync?.ok, true);
   });
 
@@ -179,7 +177,7 @@ describe('Daemon batching, remote sync and restarts', () => {
     await waitFor(async () => (await h.daemon.getAttachmentInfo(orphan.blobId)) === undefined, {
       what: 'the orphan to be swept',
     });
-    assert.equal(await exists(localEnvelopePath(h.dataDir, orphan.blobId)), false);
+    assert.equal(await hasLocalEnvelope(h.daemon, orphan.blobId), false);
     assert.ok(await h.daemon.getAttachmentInfo(kept.blobId));
   });
 });

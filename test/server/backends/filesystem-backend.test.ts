@@ -22,7 +22,7 @@ function ref(id: string, namespace = NS, user = USER): BlobRef {
 
 function layoutPath(root: string, r: BlobRef): string {
   const { id } = r;
-  return join(root, r.user, r.namespace, id.slice(0, 1), id.slice(0, 3), id.slice(0, 6), id);
+  return join(root, r.user, r.namespace, id.slice(0, 2), id);
 }
 
 async function* chunks(...parts: (string | Buffer)[]): AsyncGenerator<Buffer> {
@@ -153,9 +153,11 @@ describe('FilesystemBackend', () => {
       assert.equal((await readAll(opened.stream)).toString(), 'hello world');
     });
 
-    it('places ids shorter than the prefixes in folders named after the whole id', async () => {
-      await backend.write(ref('ab'), chunks('x'), LIMITS);
-      assert.equal(await readFile(join(root, USER, NS, 'a', 'ab', 'ab', 'ab'), 'utf8'), 'x');
+    it('places a one-character id in a shard named after the whole id', async () => {
+      await backend.write(ref('a'), chunks('x'), LIMITS);
+      assert.equal(await readFile(join(root, USER, NS, 'a', 'a'), 'utf8'), 'x');
+      await backend.write(ref('ab'), chunks('y'), LIMITS);
+      assert.equal(await readFile(join(root, USER, NS, 'ab', 'ab'), 'utf8'), 'y');
     });
 
     it('reads inclusive byte ranges and reports the full size', async () => {
