@@ -59,6 +59,13 @@ export interface RegistryHooks {
 
 export interface RegistryOptions {
   store: Store;
+  /**
+   * Attachments in motion but idle (queued for a slot, or waiting to retry) keep a live
+   * actor while there are at most this many live actors; past that they are passivated:
+   * the actor is dropped (its snapshot is on disk) and restored when a slot or its retry
+   * time comes. Default 1000.
+   */
+  maxLiveIdle?: number;
   /** The attachment machine with the daemon's effects provided. */
   machine: AttachmentMachine;
   clock: DaemonClock;
@@ -70,6 +77,19 @@ interface Waiter {
   check(live: LiveAttachment): WaitVerdict;
   settle(verdict: Exclude<WaitVerdict, 'wait'>): void;
 }
+
+/** States in which an actor only waits: for a transfer slot, or for its retry time. */
+const IDLE_IN_MOTION = new Set([
+  'local.queued',
+  'remote.queued',
+  'local.retrying',
+  'remote.retrying',
+  'deleting.retrying',
+]);
+
+const DEFAULT_MAX_LIVE_IDLE = 1000;
+/** A retry due sooner than this is not worth passivating. */
+const MIN_PASSIVE_WAIT_MS = 1000;
 
 /** One attachment with a live actor. */
 export class LiveAttachment {
@@ -126,10 +146,14 @@ export class AttachmentRegistry {
   /** Blobs whose record is being replaced: loads wait until the lock is gone. */
   readonly #locks = new Map<string, Promise<void>>();
   readonly #commits = new Set<Promise<unknown>>();
+  readonly #maxLiveIdle: number;
+  /** Passivated attachments waiting to retry: the timer that restores each at its time. */
+  readonly #wakeTimers = new Map<string, unknown>();
   #stopped = false;
 
   constructor(options: RegistryOptions) {
     this.#store = options.store;
+    this.#maxLiveIdle = options.maxLiveIdle ?? DEFAULT_MAX_LIVE_IDLE;
     this.#machine = options.machine;
     this.#clock = options.clock;
     this.#logger = options.logger;
@@ -139,6 +163,11 @@ export class AttachmentRegistry {
   /** Attachments with a live actor. */
   get liveCount(): number {
     return this.#live.size;
+  }
+
+  /** Attachments in motion whose actor is passivated until their retry time. */
+  get passivatedRetries(): number {
+    return this.#wakeTimers.size;
   }
 
   live(blobId: string): LiveAttachment | undefined {
@@ -157,15 +186,14 @@ export class AttachmentRegistry {
       const records = await this.#store.getAttachments(ids);
       for (const record of records) {
         if (record === undefined || this.#live.has(record.blobId)) continue;
-        this.#restore(record);
+        // Past the live limit, an idle one is passivated again at once.
+        this.#maybeDrop(this.#restore(record));
         restored += 1;
       }
     }
     return restored;
   }
 
-  // TODO: a queued attachment keeps a live actor (about 7 KB of heap) until its transfer
-  // ends, so 10,000 waiting at once take about 400 MB of RSS.
   /**
    * Creates the actor of a new attachment, sends it `event` (`STORED` or `REMOTE_FOUND`)
    * and resolves once its record is durable. A live actor for the same blob is refused.
@@ -382,6 +410,8 @@ export class AttachmentRegistry {
    */
   stopAll(): void {
     this.#stopped = true;
+    for (const timer of this.#wakeTimers.values()) this.#clock.clearTimeout(timer);
+    this.#wakeTimers.clear();
     for (const live of this.#live.values()) {
       for (const subscription of live.subscriptions) subscription.unsubscribe();
       for (const waiter of [...live.waiters]) {
@@ -393,6 +423,11 @@ export class AttachmentRegistry {
   }
 
   #restore(record: AttachmentRecord): LiveAttachment {
+    const wake = this.#wakeTimers.get(record.blobId);
+    if (wake !== undefined) {
+      this.#clock.clearTimeout(wake);
+      this.#wakeTimers.delete(record.blobId);
+    }
     const actor = restoreAttachmentActor(this.#machine, record.snapshot, { clock: this.#clock });
     const live = new LiveAttachment(record.blobId, actor, record.state);
     this.#adopt(live);
@@ -499,17 +534,51 @@ export class AttachmentRegistry {
     this.#maybeDrop(live);
   }
 
-  /** Stops and forgets a settled actor whose state is durable and that nobody uses. */
+  /**
+   * Stops and forgets an actor whose state is durable and that nobody uses: a settled
+   * one always, an idle one in motion when there are more than `maxLiveIdle` live actors.
+   * A passivated retry gets a timer that restores it at its retry time; a passivated
+   * queued one is restored by its transfer job (`hold`) when the job gets a slot.
+   */
   #maybeDrop(live: LiveAttachment): void {
     if (this.#live.get(live.blobId) !== live) return;
     if (live.pending > 0 || live.holds > 0 || live.waiters.size > 0) return;
     const snapshot = live.actor.getSnapshot();
     if (snapshot !== live.durableSnapshot) return;
     const state = attachmentStatePath(snapshot);
-    if (!isSettled(state) && state !== 'deleted') return;
+    const settled = isSettled(state) || state === 'deleted';
+    if (!settled && !this.#mayPassivate(state, snapshot.context.retryAt)) return;
     for (const subscription of live.subscriptions) subscription.unsubscribe();
     live.actor.stop();
     this.#live.delete(live.blobId);
+    if (state.endsWith('.retrying')) this.#wakeAt(live.blobId, snapshot.context.retryAt);
+  }
+
+  #mayPassivate(state: string, retryAt: number | null): boolean {
+    if (!IDLE_IN_MOTION.has(state) || this.#live.size <= this.#maxLiveIdle) return false;
+    // A retry due soon keeps its actor: its own timer fires before a wake-up would help.
+    return (
+      !state.endsWith('.retrying') || (retryAt ?? 0) - this.#clock.now() >= MIN_PASSIVE_WAIT_MS
+    );
+  }
+
+  /** Restores a passivated attachment at `retryAt`, so that its retry timer can fire. */
+  #wakeAt(blobId: string, retryAt: number | null): void {
+    const delay = Math.max(0, (retryAt ?? 0) - this.#clock.now());
+    const timer = this.#clock.setTimeout(() => {
+      if (this.#wakeTimers.get(blobId) !== timer) return;
+      this.#wakeTimers.delete(blobId);
+      if (this.#stopped) return;
+      this.hold(blobId).then(
+        (live) => {
+          if (live !== undefined) this.release(live);
+        },
+        (error: unknown) => {
+          if (!this.#stopped) this.#logger.error({ err: error, blobId }, 'waking a retry failed');
+        },
+      );
+    }, delay);
+    this.#wakeTimers.set(blobId, timer);
   }
 
   #checkRunning(): void {

@@ -47,6 +47,12 @@ export interface DaemonOptions {
    * this old; default 24 h.
    */
   orphanGraceMs?: number;
+  /**
+   * Live actors kept for attachments in motion that only wait (queued for a slot, or for
+   * a retry); past it such actors are passivated to their records and restored when their
+   * slot or retry time comes. Default 1000; 0 passivates every waiting one.
+   */
+  maxLiveIdle?: number;
   /** How long `close()` lets transfers in flight finish before aborting them; default 30 s. */
   stopTimeoutMs?: number;
   /**

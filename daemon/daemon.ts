@@ -139,6 +139,11 @@ export class Daemon implements DaemonApi {
         this.#checkRunningIdle();
       },
     });
+    // While the server does not answer, queued transfers wait and one attempt per first
+    // retry delay probes it, instead of every one of them failing in turn.
+    this.#remoteStatus.onChange((reachable) => {
+      this.#scheduler.throttle(reachable ? null : (transfers.retryDelaysMs[0] ?? 10_000));
+    });
     const emitProgress = (progress: TransferProgress) => this.#emitProgress(progress);
     this.#batcher =
       this.#client !== undefined && transfers.smallBlobBytes > 0
@@ -147,7 +152,7 @@ export class Daemon implements DaemonApi {
             client: this.#client,
             local,
             remoteStatus: this.#remoteStatus,
-            start: (blobId) => this.#queue.startBatched(blobId),
+            start: (blobId, beforeStart) => this.#queue.startBatched(blobId, beforeStart),
             maxBlobs: transfers.batchMaxBlobs,
             maxBytes: transfers.batchMaxBytes,
             lingerMs: transfers.batchLingerMs,
@@ -187,6 +192,7 @@ export class Daemon implements DaemonApi {
     });
     this.#registry = new AttachmentRegistry({
       store,
+      maxLiveIdle: options.maxLiveIdle,
       machine,
       clock: this.#clock,
       logger: this.#logger,

@@ -9,12 +9,25 @@ export class RemoteStatus {
   reachable: boolean | null = null;
   lastError: string | null = null;
   #lastCode: string | null = null;
+  readonly #listeners = new Set<(reachable: boolean) => void>();
+
+  /** Calls `listener` whenever `reachable` turns true or false; returns an unsubscribe. */
+  onChange(listener: (reachable: boolean) => void): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  #set(reachable: boolean): void {
+    if (this.reachable === reachable) return;
+    this.reachable = reachable;
+    for (const listener of this.#listeners) listener(reachable);
+  }
 
   /** A call got an answer it could use. */
   succeeded(): void {
-    this.reachable = true;
     this.lastError = null;
     this.#lastCode = null;
+    this.#set(true);
   }
 
   /**
@@ -23,11 +36,11 @@ export class RemoteStatus {
    */
   failed(error: unknown): boolean {
     const code = error instanceof RemoteError ? error.code : 'unknown';
-    if (error instanceof RemoteError) this.reachable = code !== 'network';
     const message = error instanceof Error ? error.message : String(error);
     this.lastError = `${code}: ${message}`;
     const changed = code !== this.#lastCode;
     this.#lastCode = code;
+    if (error instanceof RemoteError) this.#set(code !== 'network');
     return changed;
   }
 

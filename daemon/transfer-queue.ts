@@ -73,12 +73,27 @@ export class TransferQueue {
     });
   }
 
-  /** For the batcher: START a small upload still waiting in `local.queued`. */
-  startBatched(blobId: string): boolean {
-    const live = this.#options.registry.live(blobId);
-    if (live === undefined || live.state !== 'local.queued') return false;
-    this.#options.registry.send(live, { type: 'START' });
-    return true;
+  /**
+   * For the batcher: START a small upload still waiting in `local.queued`, restoring its
+   * actor first if it was passivated; `beforeStart` runs right before START is sent.
+   */
+  async startBatched(blobId: string, beforeStart: () => void): Promise<boolean> {
+    const { registry } = this.#options;
+    let live = registry.live(blobId);
+    let held = false;
+    if (live === undefined) {
+      live = await registry.hold(blobId);
+      if (live === undefined) return false;
+      held = true;
+    }
+    try {
+      if (live.state !== 'local.queued') return false;
+      beforeStart();
+      registry.send(live, { type: 'START' });
+      return true;
+    } finally {
+      if (held) registry.release(live);
+    }
   }
 
   /** A job ended: its actor may be queued again (for example after refused credentials). */
@@ -122,10 +137,11 @@ export class TransferQueue {
 
   async #run(blobId: string, queuedState: string, runningState: string): Promise<void> {
     const { registry } = this.#options;
-    const live = registry.live(blobId);
-    if (live === undefined || live.state !== queuedState) return;
-    live.holds += 1;
+    // A passivated attachment is restored from its record here.
+    const live = await registry.hold(blobId);
+    if (live === undefined) return;
     try {
+      if (live.state !== queuedState) return;
       registry.send(live, { type: 'START' });
       await untilLeaves(live.actor, runningState);
     } finally {

@@ -80,7 +80,7 @@ interface KindLane<K extends string> {
 /**
  * A priority queue of transfer jobs keyed by a caller-chosen key (a blob id), with a
  * concurrency limit per kind. Higher priority runs first, FIFO within one priority. A key
- * is queued at most once and never runs twice at once. Pure logic over promises: no timers.
+ * is queued at most once and never runs twice at once. Pure logic over promises; its one timer paces probes while `throttle`d.
  */
 export class TransferScheduler<K extends string = TransferKind> {
   readonly #defaultLimit: number;
@@ -94,6 +94,10 @@ export class TransferScheduler<K extends string = TransferKind> {
   readonly #onEnd: ((info: JobEndInfo<K>) => void) | undefined;
   #idleWaiters: (() => void)[] = [];
   #paused: boolean;
+  /** Set while throttled: at most one job at a time, one start per this many ms. */
+  #probeMs: number | null = null;
+  #nextProbeAt = 0;
+  #probeTimer: NodeJS.Timeout | undefined;
 
   constructor(options: TransferSchedulerOptions<K> = {}) {
     this.#defaultLimit = checkLimit(options.defaultLimit ?? 4);
@@ -177,6 +181,33 @@ export class TransferScheduler<K extends string = TransferKind> {
     for (const kind of this.#lanes.keys()) this.#pump(kind);
   }
 
+  /**
+   * Throttles to probing (`intervalMs`) or back to normal (`null`): while throttled, a job
+   * starts only when no job of any kind runs and `intervalMs` have passed since the last
+   * start, so an unreachable server sees one attempt per interval instead of every queued
+   * transfer failing in turn. URGENT jobs (an explicit request) are not held back.
+   */
+  throttle(intervalMs: number | null): void {
+    if (intervalMs !== null && (!Number.isFinite(intervalMs) || intervalMs < 0)) {
+      throw new TypeError(`a probe interval must be a non-negative number, got ${intervalMs}`);
+    }
+    if (intervalMs === this.#probeMs) return;
+    const wasThrottled = this.#probeMs !== null;
+    this.#probeMs = intervalMs;
+    if (intervalMs === null) {
+      clearTimeout(this.#probeTimer);
+      this.#probeTimer = undefined;
+      for (const kind of this.#lanes.keys()) this.#pump(kind);
+    } else if (!wasThrottled) {
+      // The failure that throttled us was the last attempt: the next waits a full interval.
+      this.#nextProbeAt = Date.now() + intervalMs;
+    }
+  }
+
+  get throttled(): boolean {
+    return this.#probeMs !== null;
+  }
+
   /** Changes the concurrency limit of a kind; a lower limit lets running jobs finish. */
   setLimit(kind: K, limit: number): void {
     this.#limits[kind] = checkLimit(limit);
@@ -241,8 +272,27 @@ export class TransferScheduler<K extends string = TransferKind> {
     while (!this.#paused && lane.running < lane.limit) {
       const next = this.#next(lane);
       if (!next) break;
+      if (this.#probeMs !== null && next.job.priority !== 'URGENT' && !this.#mayProbe()) break;
       this.#start(lane, next);
     }
+  }
+
+  /** While throttled: whether a probe may start now; if not, a pump is timed for when it may. */
+  #mayProbe(): boolean {
+    if (this.#running.size > 0) return false;
+    const wait = this.#nextProbeAt - Date.now();
+    if (wait <= 0) {
+      this.#nextProbeAt = Date.now() + (this.#probeMs ?? 0);
+      return true;
+    }
+    if (this.#probeTimer === undefined) {
+      this.#probeTimer = setTimeout(() => {
+        this.#probeTimer = undefined;
+        for (const kind of this.#lanes.keys()) this.#pump(kind);
+      }, wait);
+      this.#probeTimer.unref();
+    }
+    return false;
   }
 
   /** The first queued job in priority order whose key is not still settling from a cancel. */

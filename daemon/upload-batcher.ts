@@ -14,10 +14,11 @@ export interface UploadBatcherOptions {
   local: LocalBlobStore;
   remoteStatus: RemoteStatus;
   /**
-   * Sends START to the attachment's actor if it is still `local.queued`; returns whether
-   * it did. The actor's upload effect then calls `claim`.
+   * Sends START to the attachment's actor if it is still `local.queued` (restoring a
+   * passivated actor first), calling `beforeStart` right before; resolves with whether it
+   * did. The actor's upload effect then calls `claim` synchronously inside START.
    */
-  start(blobId: string): boolean;
+  start(blobId: string, beforeStart: () => void): Promise<boolean>;
   /** Most blobs per `/stream` request. */
   maxBlobs: number;
   /** Most envelope bytes per request (a single larger blob still goes alone). */
@@ -166,7 +167,7 @@ export class UploadBatcher {
     } finally {
       if (this.#jobKey === key) this.#jobKey = undefined;
     }
-    const members = this.#take();
+    const members = await this.#take();
     const next = this.#topPriority();
     if (next !== undefined && !this.#closing.signal.aborted) this.#ensureJob(next);
     if (members.length === 0) return;
@@ -193,7 +194,7 @@ export class UploadBatcher {
   }
 
   /** Takes the next batch off the queue and STARTs its actors. */
-  #take(): Member[] {
+  async #take(): Promise<Member[]> {
     const { maxBlobs, maxBytes } = this.#options;
     const members: Member[] = [];
     let bytes = 0;
@@ -201,11 +202,19 @@ export class UploadBatcher {
       for (const entry of [...this.#queues[priority].values()]) {
         if (members.length >= maxBlobs) return members;
         if (members.length > 0 && bytes + entry.size > maxBytes) continue;
+        // Removed (deleted, cancelled) while an earlier one was being restored.
+        if (this.#priorityOf.get(entry.blobId) !== priority) continue;
         this.remove(entry.blobId);
         const member = this.#member(entry);
-        this.#claims.set(entry.blobId, member.promise);
         // The actor's upload effect claims its promise synchronously inside START.
-        const started = this.#options.start(entry.blobId);
+        const started = await this.#options
+          .start(entry.blobId, () => {
+            this.#claims.set(entry.blobId, member.promise);
+          })
+          .catch((error: unknown) => {
+            this.#options.logger.warn({ err: error, blobId: entry.blobId }, 'could not start');
+            return false;
+          });
         if (this.#claims.delete(entry.blobId) || !started) continue;
         members.push(member);
         bytes += entry.size;

@@ -420,4 +420,60 @@ describe('TransferScheduler', () => {
       assert.deepEqual(events, ['start a download HIGH', 'run a', 'end a']);
     });
   });
+
+  describe('throttle (probing an unreachable server)', () => {
+    it('runs one job at a time, one start per interval, and all at once when lifted', async () => {
+      const log: string[] = [];
+      const scheduler = new TransferScheduler({ limits: { upload: 4, download: 4 } });
+      scheduler.throttle(80);
+      assert.equal(scheduler.throttled, true);
+      const started = performance.now();
+      const done = gate();
+      for (const name of ['a', 'b', 'c', 'd']) scheduler.enqueue(name, job(log, name, 'MEDIUM'));
+      scheduler.enqueue('e', job(log, 'e', 'MEDIUM', done.promise, 'download'));
+      await nextTurn();
+      assert.deepEqual(log, [], 'the first probe waits a full interval after throttling');
+
+      await waitForLength(log, 1);
+      assert.ok(performance.now() - started >= 70, 'not before the interval');
+      await waitForLength(log, 2);
+      assert.ok(performance.now() - started >= 150, 'one start per interval');
+      assert.deepEqual(log, ['a', 'b']);
+
+      scheduler.throttle(null);
+      await waitForLength(log, 5);
+      assert.deepEqual([...log].sort(), ['a', 'b', 'c', 'd', 'e']);
+      done.open();
+      await withTimeout(scheduler.idle(), 5000, 'idle');
+    });
+
+    it('lets an URGENT job through at once', async () => {
+      const log: string[] = [];
+      const scheduler = new TransferScheduler({ limits: { upload: 2 } });
+      scheduler.throttle(60_000);
+      scheduler.enqueue('queued', job(log, 'queued', 'MEDIUM'));
+      scheduler.enqueue('now', job(log, 'now', 'URGENT'));
+      await waitForLength(log, 1);
+      assert.deepEqual(log, ['now']);
+      assert.equal(scheduler.state('queued'), 'queued');
+      scheduler.throttle(null);
+      await withTimeout(scheduler.idle(), 5000, 'idle');
+      assert.deepEqual(log, ['now', 'queued']);
+    });
+
+    it('refuses a bad interval', () => {
+      const scheduler = new TransferScheduler();
+      assert.throws(() => scheduler.throttle(-1), TypeError);
+      assert.throws(() => scheduler.throttle(Number.NaN), TypeError);
+    });
+  });
 });
+
+/** Polls until `log` has `length` entries (deadline 5 s). */
+async function waitForLength(log: string[], length: number): Promise<void> {
+  const deadline = Date.now() + 5000;
+  while (log.length < length) {
+    if (Date.now() > deadline) throw new Error(`only ${log.length} of ${length} jobs started`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
