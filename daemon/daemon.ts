@@ -26,7 +26,6 @@ import {
   recordInfo,
   uploadVerdict,
 } from './api-views.js';
-import { AttachmentCounts } from './attachment-counts.js';
 import {
   AttachmentRegistry,
   type DaemonClock,
@@ -93,9 +92,10 @@ export class Daemon implements DaemonApi {
   readonly #batcher: UploadBatcher | undefined;
   readonly #queue: TransferQueue;
   readonly #registry: AttachmentRegistry;
-  readonly #counts = new AttachmentCounts();
   readonly #eventListeners = new Set<Listener<DaemonEvent>>();
   readonly #progressListeners = new Set<Listener<TransferProgress>>();
+  /** Set when an envelope may have been left without its record (a failed put's cleanup). */
+  #envelopeMayBeOrphaned = false;
   /** Blobs whose envelope is being written by `putAttachment`, not yet recorded. */
   readonly #writing = new Set<string>();
   readonly #background = new Set<Promise<unknown>>();
@@ -219,7 +219,7 @@ export class Daemon implements DaemonApi {
   /**
    * Opens the store and the local blob store in `options.dataDir`, restores the actors of
    * unsettled attachments and re-queues their transfers, then starts the background work
-   * (status counts, orphan sweep, remote sync). Settled records are not read before ready.
+   * (orphan sweep, remote sync). Settled records are not read before ready.
    */
   static async open(options: DaemonOptions): Promise<Daemon> {
     if (!Buffer.isBuffer(options.secret) || options.secret.length !== 32) {
@@ -264,11 +264,9 @@ export class Daemon implements DaemonApi {
       },
       'daemon ready',
     );
-    this.#inBackground(
-      this.#counts
-        .scan(this.#store, () => this.#stopping)
-        .then(() => this.#inBackground(this.sweepOrphans())),
-    );
+    // Envelopes without a record can only be left by a crash: after a clean stop the
+    // sweep skips the pass over every local envelope.
+    this.#inBackground(this.sweepOrphans({ files: !this.#store.openedAfterCleanStop }));
     const watch = this.#options.watch;
     if (watch !== undefined && watch.folders.length > 0) {
       this.#watchFolders = new WatchFolders({
@@ -386,10 +384,19 @@ export class Daemon implements DaemonApi {
       this.#writing.add(blobId);
       try {
         const size = await this.#writeEnvelope(blobId, source);
-        const live = await this.#registry.create(this.#input({ blobId, docId, size }), {
-          type: 'STORED',
-          size,
-        });
+        let live: LiveAttachment;
+        try {
+          live = await this.#registry.create(this.#input({ blobId, docId, size }), {
+            type: 'STORED',
+            size,
+          });
+        } catch (error) {
+          // No record: the envelope goes too (or the next start's sweep takes it).
+          await this.#local.delete(blobId).catch(() => {
+            this.#envelopeMayBeOrphaned = true;
+          });
+          throw error;
+        }
         return infoOf(live.durableSnapshot!.context, live.durableState!);
       } finally {
         this.#writing.delete(blobId);
@@ -610,7 +617,7 @@ export class Daemon implements DaemonApi {
           lastError: this.#remoteStatus.lastError,
         },
         queues: this.#queue.counts(),
-        attachments: this.#counts.counts(),
+        attachments: this.#store.attachmentCounts,
         lastSync: this.#lastSync,
         events: { epoch: log.epoch, latestSeq: log.lastSeq },
         watch: this.#watchFolders?.folders() ?? [],
@@ -650,21 +657,25 @@ export class Daemon implements DaemonApi {
 
   /**
    * One pass deleting attachments no stored document points at (older than
-   * `orphanGraceMs`) and local envelopes without a record. Runs once in the background
-   * after start; exposed for tests and tools.
+   * `orphanGraceMs`) and, unless `files` is false, local envelopes without a record. Runs
+   * once in the background after start (with `files` only after an unclean stop);
+   * exposed for tests and tools.
    */
-  sweepOrphans(): Promise<{ records: number; files: number }> {
+  sweepOrphans(options: { files?: boolean } = {}): Promise<{ records: number; files: number }> {
     return this.#api(() =>
-      sweepOrphans({
-        store: this.#store,
-        local: this.#local,
-        registry: this.#registry,
-        graceMs: this.#options.orphanGraceMs ?? 24 * 3600 * 1000,
-        now: () => this.#clock.now(),
-        isWriting: (blobId) => this.#writing.has(blobId),
-        stopped: () => this.#stopping,
-        logger: this.#logger,
-      }),
+      sweepOrphans(
+        {
+          store: this.#store,
+          local: this.#local,
+          registry: this.#registry,
+          graceMs: this.#options.orphanGraceMs ?? 24 * 3600 * 1000,
+          now: () => this.#clock.now(),
+          isWriting: (blobId) => this.#writing.has(blobId),
+          stopped: () => this.#stopping,
+          logger: this.#logger,
+        },
+        options,
+      ),
     );
   }
 
@@ -704,6 +715,15 @@ export class Daemon implements DaemonApi {
     this.#registry.stopAll();
     await Promise.allSettled([...this.#background]);
     await this.#registry.flush();
+    // Nothing half-written is left behind (no envelope without its record): the next
+    // start may skip the sweep over every local envelope.
+    if (this.#writing.size === 0 && !this.#envelopeMayBeOrphaned) {
+      await this.#store
+        .commit((tx) => tx.markCleanStop())
+        .catch((error: unknown) => {
+          this.#logger.warn({ err: error }, 'could not record the clean stop');
+        });
+    }
     const results = await Promise.allSettled([
       this.#store.close(),
       this.#local.close(),
@@ -885,8 +905,6 @@ export class Daemon implements DaemonApi {
   }
 
   #persisted(change: PersistedChange): void {
-    const next = change.state === 'deleted' ? null : change.state;
-    this.#counts.apply(change.blobId, change.previous, next);
     if (change.seq === undefined) return;
     this.#emitEvent({
       seq: change.seq,

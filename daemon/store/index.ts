@@ -1,3 +1,4 @@
+export * from './attachment-counts.js';
 export * from './errors.js';
 export type { EventLogState } from './event-log.js';
 export * from './records.js';

@@ -107,6 +107,7 @@ export const SUBLEVELS = {
   events: 'event',
   meta: 'meta',
   envelopes: 'envelope',
+  unclaimed: 'unclaimed',
 } as const;
 
 export type SublevelName = (typeof SUBLEVELS)[keyof typeof SUBLEVELS];

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { type BatchOperation, Level } from 'level';
 import type { DocumentSealer } from '../crypto/document-sealer.js';
 import { isValidDeviceId, nextRevisionText } from '../revision.js';
+import { type CountsByState, categoryOf, emptyCounts, isCounts } from './attachment-counts.js';
 import {
   AlreadyDeletedError,
   ConflictError,
@@ -26,7 +27,7 @@ import {
   seqKey,
   type WatchEntry,
 } from './records.js';
-import { type DocIntent, type StoreOp, Transaction } from './transaction.js';
+import { type DocIntent, META_CLEAN_STOP, type StoreOp, Transaction } from './transaction.js';
 
 export interface StoreOptions {
   /** Seals document contents at rest; built by the daemon from the storage secret. */
@@ -54,7 +55,19 @@ function openBytesSublevel(db: Level<string, string>, name: string) {
   return db.sublevel<string, Uint8Array>(name, { keyEncoding: 'utf8', valueEncoding: 'view' });
 }
 
+/**
+ * A document change moving its attachment pointer, at a position of the group's ops: the
+ * blob it stops pointing at becomes an orphan candidate, the one it starts pointing at
+ * stops being one.
+ */
+interface PointerMark {
+  position: number;
+  blobId: string;
+  kind: 'claim' | 'unpoint';
+}
+
 const META_DEVICE = 'deviceId';
+const META_COUNTS = 'attachmentCounts';
 const DEFAULT_MAX_EVENTS = 10_000;
 const DOC_ERRORS = [ConflictError, DocumentNotFoundError, AlreadyDeletedError];
 
@@ -79,18 +92,28 @@ export class Store {
   readonly #maxEvents: number;
   readonly #group: GroupCommit<Transaction, CommitResult>;
   #events: EventLogState;
+  #counts: CountsByState;
   #closing: Promise<void> | undefined;
+  /**
+   * True when the last process to use the store stopped cleanly (`markCleanStop` was its
+   * last commit); the mark is removed, durably, by `open`, so a crash after it reads false.
+   */
+  readonly openedAfterCleanStop: boolean;
 
   private constructor(
     db: Level<string, string>,
     deviceId: string,
     events: EventLogState,
+    counts: CountsByState,
+    cleanStop: boolean,
     options: StoreOptions,
   ) {
+    this.openedAfterCleanStop = cleanStop;
     this.location = db.location;
     this.#db = db;
     this.deviceId = deviceId;
     this.#events = events;
+    this.#counts = counts;
     this.#sealer = options.sealer;
     this.#now = options.now ?? Date.now;
     this.#sync = options.sync ?? true;
@@ -115,8 +138,8 @@ export class Store {
     });
     await db.open();
     try {
-      const { deviceId, events } = await Store.#init(db, options);
-      return new Store(db, deviceId, events, options);
+      const { deviceId, events, counts, cleanStop } = await Store.#init(db, options);
+      return new Store(db, deviceId, events, counts, cleanStop, options);
     } catch (error) {
       await db.close();
       throw error;
@@ -154,7 +177,45 @@ export class Store {
 
     const [first] = await subs.event.keys({ limit: 1 }).all();
     events.oldestSeq = first === undefined ? last + 1 : Number(first);
-    return { deviceId, events };
+    const counts = await Store.#loadCounts(db, subs, options.sync ?? true);
+    const cleanStop = (await subs.meta.get(META_CLEAN_STOP)) !== undefined;
+    if (cleanStop) {
+      await db.batch([{ type: 'del', sublevel: subs.meta, key: META_CLEAN_STOP }], {
+        sync: options.sync ?? true,
+      });
+    }
+    return { deviceId, events, counts, cleanStop };
+  }
+
+  /**
+   * The attachment counts kept in `meta` (written with every change of a record). A store
+   * with records but no counts (made before they were kept) is counted once, here.
+   */
+  static async #loadCounts(
+    db: Level<string, string>,
+    subs: Record<SublevelName, Sublevel>,
+    sync: boolean,
+  ): Promise<CountsByState> {
+    const stored = await subs.meta.get(META_COUNTS);
+    if (stored !== undefined) {
+      const parsed: unknown = JSON.parse(stored);
+      if (isCounts(parsed)) return parsed;
+    }
+    const counts = emptyCounts();
+    const [any] = await subs.att.keys({ limit: 1 }).all();
+    if (any === undefined) return counts;
+    for await (const value of subs.att.values()) {
+      const category = categoryOf((JSON.parse(value) as AttachmentRecord).state);
+      if (category !== null) counts[category] += 1;
+    }
+    const value = JSON.stringify(counts);
+    await db.batch([{ type: 'put', sublevel: subs.meta, key: META_COUNTS, value }], { sync });
+    return counts;
+  }
+
+  /** Attachment records per status bucket, as durable now (exact, kept with every change). */
+  get attachmentCounts(): CountsByState {
+    return { ...this.#counts };
   }
 
   static #sublevels(db: Level<string, string>): Record<SublevelName, Sublevel> {
@@ -295,6 +356,20 @@ export class Store {
     return entries.map(([blobId, state]) => ({ blobId, state: JSON.parse(state) as string }));
   }
 
+  // Orphan candidates
+
+  /**
+   * One page of orphan candidates in blob-id order, after `after`: blobs whose record was
+   * made or whose document stopped pointing at them at `at` (epoch ms), and that no
+   * document has pointed at since. The orphan sweep reads only these.
+   */
+  async listUnclaimed({ after, limit = 1000 }: { after?: string; limit?: number } = {}) {
+    this.#assertOpen();
+    const range = after === undefined ? { limit } : { gt: after, limit };
+    const entries = await this.#subs.unclaimed.iterator(range).all();
+    return entries.map(([blobId, at]) => ({ blobId, at: Number(at) }));
+  }
+
   // Small envelopes (see LocalBlobStore)
 
   /** The stored bytes of a small envelope, or `undefined`. */
@@ -409,17 +484,19 @@ export class Store {
     const plan = new EventLogPlan(this.#events, this.#maxEvents);
     const at = this.#now();
     const ops: StoreOp[] = [];
+    const marks: PointerMark[] = [];
 
     const results = txs.map((tx): CommitResult | Error => {
       try {
-        return this.#applyTx(tx, view, plan, ops, at);
+        return this.#applyTx(tx, view, plan, ops, marks, at);
       } catch (error) {
         if (DOC_ERRORS.some((type) => error instanceof type)) return error as Error;
         throw error;
       }
     });
     ops.push(...plan.ops());
-    const writes = await this.#withoutIdleActiveDeletes(ops);
+    const counts = await this.#attachmentBookkeeping(ops, marks, at);
+    const writes = await this.#withoutIdleDeletes(ops);
 
     if (writes.length > 0) {
       await this.#db.batch(
@@ -434,7 +511,76 @@ export class Store {
       );
     }
     this.#events = plan.state;
+    if (counts !== undefined) this.#counts = counts;
     return results;
+  }
+
+  /**
+   * Follows the group's ops in order and adds the ops that keep two things exact with
+   * them: the attachment counts in `meta` (returned, for the store to adopt once the batch
+   * is durable; undefined when no record changed) and the `unclaimed` index of orphan
+   * candidates. A record's state before the group is read with one `getMany`. A new
+   * record is a candidate unless a document of the group points at it; a blob a document
+   * stops pointing at becomes one; a document starting to point at a blob, or the record's
+   * removal, ends its candidacy.
+   */
+  async #attachmentBookkeeping(
+    ops: StoreOp[],
+    marks: PointerMark[],
+    at: number,
+  ): Promise<CountsByState | undefined> {
+    const keys = new Set<string>();
+    for (const op of ops) if (op.sublevel === SUBLEVELS.attachments) keys.add(op.key);
+    if (keys.size === 0 && marks.length === 0) return undefined;
+    const list = [...keys];
+    const values = list.length > 0 ? await this.#subs.att.getMany(list) : [];
+    const states = new Map<string, string | null>(
+      list.map((key, i) => {
+        const value = values[i];
+        return [key, value === undefined ? null : (JSON.parse(value) as AttachmentRecord).state];
+      }),
+    );
+    const counts = { ...this.#counts };
+    const candidates = new Map<string, 'put' | 'del'>();
+    let m = 0;
+    const markUpTo = (position: number) => {
+      for (; m < marks.length && marks[m]!.position <= position; m++) {
+        const mark = marks[m]!;
+        candidates.set(mark.blobId, mark.kind === 'claim' ? 'del' : 'put');
+      }
+    };
+    const length = ops.length;
+    for (let i = 0; i < length; i++) {
+      markUpTo(i);
+      const op = ops[i]!;
+      if (op.sublevel !== SUBLEVELS.attachments) continue;
+      const next = op.type === 'put' ? (op.state ?? null) : null;
+      const previous = states.get(op.key) ?? null;
+      states.set(op.key, next);
+      if (next === null) candidates.set(op.key, 'del');
+      else if (previous === null && candidates.get(op.key) !== 'del') candidates.set(op.key, 'put');
+      const before = categoryOf(previous);
+      const after = categoryOf(next);
+      if (before === after) continue;
+      if (before !== null) counts[before] -= 1;
+      if (after !== null) counts[after] += 1;
+    }
+    markUpTo(Number.POSITIVE_INFINITY);
+    for (const [key, kind] of candidates) {
+      ops.push(
+        kind === 'put'
+          ? { type: 'put', sublevel: SUBLEVELS.unclaimed, key, value: String(at) }
+          : { type: 'del', sublevel: SUBLEVELS.unclaimed, key },
+      );
+    }
+    if (keys.size === 0) return undefined;
+    ops.push({
+      type: 'put',
+      sublevel: SUBLEVELS.meta,
+      key: META_COUNTS,
+      value: JSON.stringify(counts),
+    });
+    return counts;
   }
 
   /**
@@ -442,19 +588,29 @@ export class Store {
    * deletes its `active` entry; most never had one, and a million such deletions would
    * leave tombstones that start-up's listing of the small `active` range has to skip.
    */
-  async #withoutIdleActiveDeletes(ops: StoreOp[]): Promise<StoreOp[]> {
-    const keys = new Set<string>();
-    for (const op of ops)
-      if (op.type === 'del' && op.sublevel === SUBLEVELS.active) keys.add(op.key);
-    if (keys.size === 0) return ops;
-
-    const list = [...keys];
-    const values = await this.#subs.active.getMany(list);
-    const present = new Map(list.map((key, i) => [key, values[i] !== undefined]));
+  async #withoutIdleDeletes(ops: StoreOp[]): Promise<StoreOp[]> {
+    const indexes: SublevelName[] = [SUBLEVELS.active, SUBLEVELS.unclaimed];
+    const keys = new Map<SublevelName, Set<string>>(indexes.map((name) => [name, new Set()]));
+    for (const op of ops) if (op.type === 'del') keys.get(op.sublevel)?.add(op.key);
+    const current = new Map<string, string | undefined>();
+    for (const [name, set] of keys) {
+      if (set.size === 0) continue;
+      const list = [...set];
+      const values = await this.#subs[name].getMany(list);
+      for (const [i, key] of list.entries()) current.set(`${name}!${key}`, values[i]);
+    }
+    if (current.size === 0) return ops;
     return ops.filter((op) => {
-      if (op.sublevel !== SUBLEVELS.active) return true;
-      const keep = op.type === 'put' || present.get(op.key) === true;
-      present.set(op.key, op.type === 'put');
+      if (!indexes.includes(op.sublevel)) return true;
+      const id = `${op.sublevel}!${op.key}`;
+      if (op.type === 'put') {
+        current.set(id, op.value as string);
+        return true;
+      }
+      const value = current.get(id);
+      // A conditional delete (a claim by the sweep) loses to a newer candidacy.
+      const keep = value !== undefined && (op.ifValue === undefined || op.ifValue === value);
+      if (keep) current.set(id, undefined);
       return keep;
     });
   }
@@ -484,10 +640,12 @@ export class Store {
     view: Map<string, StoredDoc | null>,
     plan: EventLogPlan,
     ops: StoreOp[],
+    marks: PointerMark[],
     at: number,
   ): CommitResult {
     const local = new Map<string, StoredDoc | null>();
     const txOps: StoreOp[] = [];
+    const txMarks: PointerMark[] = [];
     const events: Array<EventInput | 'reset'> = [];
     const docs: DocChange[] = [];
 
@@ -503,6 +661,15 @@ export class Store {
         const current = local.has(id) ? local.get(id)! : (view.get(id) ?? null);
         const next = this.#applyDoc(step.doc, current);
         local.set(id, next);
+        if (step.doc.kind !== 'generation') {
+          const from = current === null ? undefined : this.#pointerOf(id, current);
+          const to = step.doc.kind === 'delete' ? undefined : pointerIn(step.doc.json);
+          if (from !== to) {
+            const position = ops.length + txOps.length;
+            if (from !== undefined) txMarks.push({ position, blobId: from, kind: 'unpoint' });
+            if (to !== undefined) txMarks.push({ position, blobId: to, kind: 'claim' });
+          }
+        }
         txOps.push({ type: 'put', sublevel: SUBLEVELS.docs, key: id, value: JSON.stringify(next) });
         if (step.doc.kind !== 'generation') {
           docs.push({ id, rev: next.rev, deleted: next.deleted });
@@ -513,6 +680,7 @@ export class Store {
 
     for (const [id, doc] of local) view.set(id, doc);
     ops.push(...txOps);
+    marks.push(...txMarks);
     const seqs: number[] = [];
     for (const event of events) {
       if (event === 'reset') plan.reset();
@@ -569,6 +737,13 @@ export class Store {
     return { rev, sealed, deleted: false, lastSeenServerGeneration: generation };
   }
 
+  /** The attachment pointer (`blob_id`) of a stored version; undefined for none. */
+  #pointerOf(id: string, stored: StoredDoc): string | undefined {
+    if (stored.sealed === null || stored.deleted) return undefined;
+    const json = this.#sealer.open(id, stored.rev, Buffer.from(stored.sealed, 'base64'));
+    return pointerIn(json.toString('utf8'));
+  }
+
   #openDoc(id: string, value: string): Doc {
     const stored = JSON.parse(value) as StoredDoc;
     const content =
@@ -591,4 +766,10 @@ export class Store {
   #assertOpen(): void {
     if (this.#closing !== undefined) throw new StoreClosedError();
   }
+}
+
+/** The `blob_id` of a document's JSON content, when it is a non-empty string. */
+function pointerIn(json: string): string | undefined {
+  const pointer = (JSON.parse(json) as DocContent).blob_id;
+  return typeof pointer === 'string' && pointer !== '' ? pointer : undefined;
 }

@@ -21,10 +21,15 @@ import {
 } from './records.js';
 
 /** A raw write into one sublevel; values are JSON text. */
+/** The `meta` key a clean stop leaves for the next open to take. */
+export const META_CLEAN_STOP = 'cleanStop';
+
 export type StoreOp =
-  | { type: 'put'; sublevel: SublevelName; key: string; value: string }
+  /** `state`: an attachment record's machine state, which the store counts. */
+  | { type: 'put'; sublevel: SublevelName; key: string; value: string; state?: string }
   | { type: 'put'; sublevel: typeof SUBLEVELS.envelopes; key: string; value: Uint8Array }
-  | { type: 'del'; sublevel: SublevelName; key: string };
+  /** `ifValue`: delete only if the stored value is this one (checked in the group write). */
+  | { type: 'del'; sublevel: SublevelName; key: string; ifValue?: string };
 
 /** A document change, checked and sealed when its group is written. */
 export type DocIntent =
@@ -147,7 +152,15 @@ export class Transaction {
       snapshot: persisted,
     };
     const key = record.blobId;
-    this.#put(SUBLEVELS.attachments, key, toJson(record, 'attachment snapshot'));
+    this.#push({
+      op: {
+        type: 'put',
+        sublevel: SUBLEVELS.attachments,
+        key,
+        value: toJson(record, 'attachment snapshot'),
+        state,
+      },
+    });
     if (isSettled(state)) this.#del(SUBLEVELS.active, key);
     else this.#put(SUBLEVELS.active, key, toJson(state, 'state'));
     if (event) {
@@ -228,6 +241,26 @@ export class Transaction {
     this.#open();
     assertKey(blobId, 'blobId');
     this.#del(SUBLEVELS.envelopes, blobId);
+  }
+
+  /**
+   * Ends the orphan candidacy of `blobId` made at `at` (the sweep found its document
+   * pointing at it, or no record); see `Store.listUnclaimed`.
+   */
+  claim(blobId: string, at: number): void {
+    this.#open();
+    assertKey(blobId, 'blobId');
+    if (!Number.isSafeInteger(at)) throw new TypeError('at must be an integer');
+    // Conditional: a document that stopped pointing at it since made it a candidate anew.
+    this.#push({
+      op: { type: 'del', sublevel: SUBLEVELS.unclaimed, key: blobId, ifValue: String(at) },
+    });
+  }
+
+  /** Records that the daemon stopped cleanly; see `Store.openedAfterCleanStop`. */
+  markCleanStop(): void {
+    this.#open();
+    this.#put(SUBLEVELS.meta, META_CLEAN_STOP, 'true');
   }
 
   /** Adds a numbered event; `seq` and `at` are assigned by the store. */

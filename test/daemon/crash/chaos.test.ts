@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { randomInt } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { after, before, describe, it } from 'node:test';
+import { categoryOf, emptyCounts } from '../../../daemon/store/index.js';
 import {
   type AttachmentInfo,
   AttachmentState,
@@ -145,6 +146,24 @@ describe(`SIGKILL at random moments during a mixed workload (seed ${SEED})`, () 
       (await soledad.listAttachments()).map((info) => [info.blobId, info]),
     );
     const docs = new Map((await soledad.listDocs()).map((doc) => [doc.id, doc]));
+    // The status counts (kept in LevelDB with every change) match the records once
+    // transfers after the restart let them hold still.
+    await waitFor(
+      async () => {
+        const before = (await soledad.status()).attachments;
+        const counted = emptyCounts();
+        for (const info of await soledad.listAttachments()) {
+          const category = categoryOf(info.machineState);
+          if (category !== null) counted[category] += 1;
+        }
+        const now = (await soledad.status()).attachments;
+        return JSON.stringify(before) === JSON.stringify(now) &&
+          JSON.stringify(now) === JSON.stringify(counted)
+          ? true
+          : undefined;
+      },
+      { timeoutMs: 30_000, what: `${where}: status counts to match the records` },
+    );
     // A stored pointer always has its attachment.
     for (const doc of docs.values()) {
       const blobId = doc.content.blob_id;

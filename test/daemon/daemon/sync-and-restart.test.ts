@@ -180,4 +180,26 @@ describe('Daemon batching, remote sync and restarts', () => {
     assert.equal(await hasLocalEnvelope(h.daemon, orphan.blobId), false);
     assert.ok(await h.daemon.getAttachmentInfo(kept.blobId));
   });
+
+  it('sweeps a blob its document stopped pointing at and that was kept', async () => {
+    await h.openDaemon({ orphanGraceMs: 0 });
+    const first = await docWithAttachment(h.daemon, KiB);
+    const second = await h.daemon.putAttachment(first.doc.id, sourceOf(randomBytes(KiB)));
+    await h.daemon.putDoc(
+      first.doc.id,
+      { ...first.doc.content, blob_id: second.blobId },
+      first.doc.rev,
+      { keepReplacedBlob: true },
+    );
+    assert.ok(await h.daemon.getAttachmentInfo(first.blobId), 'kept for now');
+
+    // (The start-up sweep may be the one that finds it.)
+    await h.daemon.sweepOrphans();
+    await waitFor(async () => (await h.daemon.getAttachmentInfo(first.blobId)) === undefined, {
+      what: 'the replaced blob to be deleted',
+    });
+    assert.ok(await h.daemon.getAttachmentInfo(second.blobId));
+    // Nothing is left to sweep: the pointed one was claimed, the deleted one is gone.
+    assert.deepEqual(await h.daemon.sweepOrphans(), { records: 0, files: 0 });
+  });
 });

@@ -7,7 +7,7 @@ import { Level } from 'level';
 import { createActor, fromPromise } from 'xstate';
 import { DocumentSealer } from '../../../daemon/crypto/document-sealer.js';
 import { IntegrityError } from '../../../daemon/crypto/integrity-error.js';
-import { Store, type StoreOptions } from '../../../daemon/store/index.js';
+import { Store, type StoreOptions, Transaction } from '../../../daemon/store/index.js';
 import {
   type AttachmentEvent,
   AttachmentState,
@@ -322,6 +322,166 @@ describe('Store', () => {
 
     it('rejects something that is not an attachment snapshot', async () => {
       await assert.rejects(t.store.putAttachment({ value: 'synced' }), TypeError);
+    });
+  });
+
+  describe('attachment counts', () => {
+    const counts = (local: number, remote: number) => ({
+      local,
+      remote,
+      synced: 0,
+      failed: 0,
+      rejected: 0,
+    });
+
+    it('keeps the counts with every change, within a group, across groups and a reopen', async () => {
+      const t = await tempStore();
+      try {
+        assert.deepEqual(t.store.attachmentCounts, counts(0, 0));
+        // One group: a new record, and another record written twice.
+        await Promise.all([
+          t.store.putAttachment(snapshotAfter('c-1', [{ type: 'STORED' }])),
+          t.store.commit((tx) => {
+            tx.putAttachment(snapshotAfter('c-2', [{ type: 'STORED' }]));
+            tx.putAttachment(snapshotAfter('c-2', [{ type: 'REMOTE_FOUND' }]));
+          }),
+        ]);
+        assert.deepEqual(t.store.attachmentCounts, counts(1, 1));
+        await t.store.putAttachment(snapshotAfter('c-1', [{ type: 'REMOTE_FOUND' }]));
+        assert.deepEqual(t.store.attachmentCounts, counts(0, 2));
+        await t.store.commit((tx) => tx.deleteAttachment('c-2'));
+        await t.store.commit((tx) => tx.deleteAttachment('never-there'));
+        assert.deepEqual(t.store.attachmentCounts, counts(0, 1));
+        // A commit that fails its document check changes no count.
+        await assert.rejects(
+          t.store.commit((tx) => {
+            tx.putAttachment(snapshotAfter('c-3', [{ type: 'STORED' }]));
+            tx.deleteDoc('no-such-doc', 'dev:1');
+          }),
+          { code: 'not_found' },
+        );
+        assert.deepEqual(t.store.attachmentCounts, counts(0, 1));
+        await t.reopen();
+        assert.deepEqual(t.store.attachmentCounts, counts(0, 1));
+      } finally {
+        await t.remove();
+      }
+    });
+
+    it('counts a store that has records but no kept counts once, when it opens', async () => {
+      const t = await tempStore();
+      try {
+        for (const id of ['m-1', 'm-2', 'm-3']) {
+          await t.store.putAttachment(snapshotAfter(id, [{ type: 'STORED' }]));
+        }
+        await t.store.putAttachment(snapshotAfter('m-4', [{ type: 'REMOTE_FOUND' }]));
+        await t.store.close();
+        const db = new Level<string, string>(t.path, { valueEncoding: 'utf8' });
+        await db
+          .sublevel<string, string>('meta', { valueEncoding: 'utf8' })
+          .del('attachmentCounts');
+        await db.close();
+        assert.equal(await rawGet(t.path, 'meta', 'attachmentCounts'), undefined);
+
+        await t.reopen();
+        assert.deepEqual(t.store.attachmentCounts, counts(3, 1));
+        await t.store.close();
+        assert.deepEqual(
+          JSON.parse((await rawGet(t.path, 'meta', 'attachmentCounts'))!),
+          counts(3, 1),
+        );
+        await t.reopen();
+      } finally {
+        await t.remove();
+      }
+    });
+  });
+
+  describe('orphan candidates (unclaimed index)', () => {
+    const ids = async (store: Store) => (await store.listUnclaimed()).map((c) => c.blobId);
+
+    it('lists a new record until a document points at it', async () => {
+      const t = await tempStore({ now: () => 5000 });
+      try {
+        await t.store.putAttachment(snapshotAfter('alone', [{ type: 'STORED' }], 'doc-alone'));
+        assert.deepEqual(await t.store.listUnclaimed(), [{ blobId: 'alone', at: 5000 }]);
+        const doc = await t.store.createDoc({ blob_id: 'alone' }, 'doc-alone');
+        assert.deepEqual(await ids(t.store), []);
+        // Pointing again (another field changed) adds nothing.
+        await t.store.putDoc(doc.id, { blob_id: 'alone', title: 'x' }, doc.rev);
+        assert.deepEqual(await ids(t.store), []);
+      } finally {
+        await t.remove();
+      }
+    });
+
+    it('does not list a record whose document points at it in the same group', async () => {
+      const t = await tempStore();
+      try {
+        await t.store.commit((tx) => {
+          tx.createDoc({ blob_id: 'together' }, 'doc-together');
+          tx.putAttachment(snapshotAfter('together', [{ type: 'STORED' }], 'doc-together'));
+        });
+        assert.deepEqual(await ids(t.store), []);
+      } finally {
+        await t.remove();
+      }
+    });
+
+    it('lists the blob a document stops pointing at, by a change or a deletion', async () => {
+      const t = await tempStore();
+      try {
+        await t.store.commit((tx) => {
+          tx.createDoc({ blob_id: 'a' }, 'doc-1');
+          tx.putAttachment(snapshotAfter('a', [{ type: 'STORED' }], 'doc-1'));
+          tx.putAttachment(snapshotAfter('b', [{ type: 'STORED' }], 'doc-1'));
+        });
+        assert.deepEqual(await ids(t.store), ['b']);
+        const doc = (await t.store.getDoc('doc-1'))!;
+        const moved = await t.store.putDoc('doc-1', { blob_id: 'b' }, doc.rev);
+        assert.deepEqual(await ids(t.store), ['a']);
+        await t.store.deleteDoc('doc-1', moved.rev);
+        assert.deepEqual(await ids(t.store), ['a', 'b']);
+        // Removing a record ends its candidacy.
+        await t.store.commit((tx) => tx.deleteAttachment('a'));
+        assert.deepEqual(await ids(t.store), ['b']);
+      } finally {
+        await t.remove();
+      }
+    });
+
+    it('lets a claim with a stale time lose to a newer candidacy', async () => {
+      let now = 1000;
+      const t = await tempStore({ now: () => now });
+      try {
+        await t.store.putAttachment(snapshotAfter('c', [{ type: 'STORED' }], 'doc-c'));
+        const doc = await t.store.createDoc({ blob_id: 'c' }, 'doc-c');
+        now = 2000;
+        await t.store.putDoc('doc-c', { blob_id: 'other' }, doc.rev);
+        assert.deepEqual(await t.store.listUnclaimed(), [{ blobId: 'c', at: 2000 }]);
+        await t.store.commit((tx) => tx.claim('c', 1000));
+        assert.deepEqual(await ids(t.store), ['c']);
+        await t.store.commit((tx) => tx.claim('c', 2000));
+        assert.deepEqual(await ids(t.store), []);
+        assert.throws(() => new Transaction(0).claim('c', Number.NaN), TypeError);
+      } finally {
+        await t.remove();
+      }
+    });
+  });
+
+  describe('clean stop mark', () => {
+    it('reads true once after a clean stop, and false after any other open', async () => {
+      const t = await tempStore();
+      try {
+        assert.equal(t.store.openedAfterCleanStop, false);
+        await t.store.commit((tx) => tx.markCleanStop());
+        assert.equal((await t.reopen()).openedAfterCleanStop, true);
+        // Taken by that open: a crash now would not look clean.
+        assert.equal((await t.reopen()).openedAfterCleanStop, false);
+      } finally {
+        await t.remove();
+      }
     });
   });
 
