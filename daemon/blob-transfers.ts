@@ -1,7 +1,8 @@
-import type { Writable } from 'node:stream';
+import type { Readable, Writable } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import type { Logger } from 'pino';
 import type { RemoveInput, TransferInput } from '../machines/index.js';
+import { ERROR_STATUS } from '../wire/errors.js';
 import { createDecryptStream } from './crypto/decrypt-stream.js';
 import { NotDecryptableError } from './crypto/not-decryptable-error.js';
 import type { TransferProgress } from './daemon-api.js';
@@ -11,7 +12,7 @@ import { metered, ProgressMeter } from './progress-meter.js';
 import type { BlobsClient } from './remote/blobs-client.js';
 import { RemoteError } from './remote/remote-error.js';
 import type { RemoteStatus } from './remote-status.js';
-import { type UploadBatcher, verifyRemoteSize } from './upload-batcher.js';
+import { type BatchMember, type TransferBatcher, verifyRemoteSize } from './transfer-batcher.js';
 
 export interface BlobTransfersOptions {
   /** Undefined when no server is configured: transfers fail with `remote_unavailable`. */
@@ -19,7 +20,9 @@ export interface BlobTransfersOptions {
   local: LocalBlobStore;
   secret: Buffer;
   remoteStatus: RemoteStatus;
-  batcher: UploadBatcher | undefined;
+  /** The batchers whose members claim their share of a `/stream` request. */
+  uploads: TransferBatcher | undefined;
+  downloads: TransferBatcher | undefined;
   emitProgress(progress: TransferProgress): void;
   logger: Logger;
 }
@@ -57,7 +60,7 @@ export class BlobTransfers {
   }
 
   async #upload(input: TransferInput, signal: AbortSignal): Promise<void> {
-    const claim = this.#options.batcher?.claim(input.blobId);
+    const claim = this.#options.uploads?.claim(input.blobId);
     if (claim) return claim;
     const { local, logger, remoteStatus } = this.#options;
     const client = this.#client();
@@ -90,6 +93,8 @@ export class BlobTransfers {
    * stored as it is.
    */
   async download(input: TransferInput, signal: AbortSignal): Promise<void> {
+    const claim = this.#options.downloads?.claim(input.blobId);
+    if (claim) return claim;
     const { local, logger, remoteStatus } = this.#options;
     const client = this.#client();
     const started = performance.now();
@@ -119,6 +124,134 @@ export class BlobTransfers {
     }
     const ms = Math.round(performance.now() - started);
     logger.info({ blobId: input.blobId, bytes: response.size, ms }, 'download finished');
+  }
+
+  /** Sends a batch of small envelopes in one `/stream` upload, settling every member. */
+  async uploadBatch(members: BatchMember[], signal: AbortSignal): Promise<void> {
+    const { local, logger, remoteStatus } = this.#options;
+    const started = performance.now();
+    const opened: Array<{ member: BatchMember; file: Readable }> = [];
+    // Files are opened first: a blob deleted meanwhile stays readable through its handle.
+    for (const member of members) {
+      try {
+        opened.push({ member, file: await local.createReadStream(member.blobId) });
+      } catch (error) {
+        member.reject(error);
+      }
+    }
+    if (opened.length === 0) return;
+    try {
+      const client = this.#client();
+      const entries = opened.map(({ member, file }) => {
+        const meter = new ProgressMeter(
+          member.blobId,
+          'upload',
+          member.size,
+          this.#options.emitProgress,
+        );
+        return { id: member.blobId, size: member.size, body: () => metered(file, meter) };
+      });
+      const results = await remoteStatus.track(client.streamUpload(entries, { signal }));
+      const ms = Math.round(performance.now() - started);
+      await Promise.all(
+        opened.map(async ({ member }) => {
+          const result = results[member.blobId];
+          try {
+            if (result === 'blob_exists') {
+              await verifyRemoteSize(client, member.blobId, member.size, signal);
+            } else if (result !== 'created') {
+              throw new RemoteError(result ?? 'invalid_response', 'the server refused the blob');
+            }
+            logger.info(
+              { blobId: member.blobId, bytes: member.size, ms, batch: opened.length },
+              'upload finished',
+            );
+            member.resolve();
+          } catch (error) {
+            member.reject(error);
+          }
+        }),
+      );
+    } catch (error) {
+      for (const { member } of opened) member.reject(error);
+    } finally {
+      for (const { file } of opened) file.destroy();
+    }
+  }
+
+  /**
+   * Fetches a batch of small envelopes in one `/stream` download, each verified into a
+   * local-store writer as in `download`, settling every member: a blob the server lacks
+   * or that fails verification fails alone; a broken response fails the rest.
+   */
+  async downloadBatch(members: BatchMember[], signal: AbortSignal): Promise<void> {
+    const { local, logger, remoteStatus } = this.#options;
+    const started = performance.now();
+    const pending = new Map<string, BatchMember>();
+    for (const member of members) {
+      try {
+        if (await local.has(member.blobId)) {
+          // A download that landed before a crash kept its state from being recorded.
+          if (await this.#verifyLocal(member.blobId)) {
+            member.resolve();
+            continue;
+          }
+          await local.delete(member.blobId);
+        }
+        pending.set(member.blobId, member);
+      } catch (error) {
+        member.reject(error);
+      }
+    }
+    if (pending.size === 0) return;
+    try {
+      const client = this.#client();
+      const entries = client.streamDownload([...pending.keys()], { signal });
+      const iterator = entries[Symbol.asyncIterator]();
+      // The response's arrival tells the server's reachability; a later break is a failure.
+      let next = await remoteStatus.track(iterator.next());
+      const count = pending.size;
+      while (next.done !== true) {
+        const entry = next.value;
+        const member = pending.get(entry.id)!;
+        pending.delete(entry.id);
+        if ('error' in entry) {
+          member.reject(
+            new RemoteError(entry.error, `the server has no blob ${entry.id}`, {
+              status: ERROR_STATUS[entry.error],
+            }),
+          );
+        } else {
+          let writer: LocalBlobWriter | undefined;
+          try {
+            writer = await local.writer(entry.id);
+            const meter = new ProgressMeter(
+              entry.id,
+              'download',
+              entry.size,
+              this.#options.emitProgress,
+            );
+            await this.#verifyInto(entry.id, metered(entry.stream, meter), writer);
+            await writer.commit();
+            const ms = Math.round(performance.now() - started);
+            logger.info(
+              { blobId: entry.id, bytes: entry.size, ms, batch: count },
+              'download finished',
+            );
+            member.resolve();
+          } catch (error) {
+            // The rest of this body is skipped; the next entry still arrives.
+            entry.stream.destroy();
+            await writer?.abort();
+            member.reject(error);
+          }
+        }
+        next = await iterator.next();
+      }
+    } catch (error) {
+      if (error instanceof RemoteError) remoteStatus.failed(error);
+      for (const member of pending.values()) member.reject(error);
+    }
   }
 
   /**

@@ -57,9 +57,9 @@ import { RemoteStatus } from './remote-status.js';
 import { runRemoteSync, type SyncResult } from './remote-sync.js';
 import { SMALL_ENVELOPE_MAX_BYTES, smallEnvelopesIn } from './small-envelopes.js';
 import { Store } from './store/index.js';
+import { TransferBatcher } from './transfer-batcher.js';
 import { TransferQueue } from './transfer-queue.js';
 import { TransferScheduler } from './transfer-scheduler.js';
-import { UploadBatcher } from './upload-batcher.js';
 import { WatchFolders } from './watch-folders.js';
 
 export type { DaemonOptions, TransferSettings } from './daemon-options.js';
@@ -89,7 +89,8 @@ export class Daemon implements DaemonApi {
   readonly #client: BlobsClient | undefined;
   readonly #remoteStatus = new RemoteStatus();
   readonly #scheduler: TransferScheduler;
-  readonly #batcher: UploadBatcher | undefined;
+  readonly #uploadBatcher: TransferBatcher | undefined;
+  readonly #downloadBatcher: TransferBatcher | undefined;
   readonly #queue: TransferQueue;
   readonly #registry: AttachmentRegistry;
   readonly #eventListeners = new Set<Listener<DaemonEvent>>();
@@ -145,27 +146,30 @@ export class Daemon implements DaemonApi {
       this.#scheduler.throttle(reachable ? null : (transfers.retryDelaysMs[0] ?? 10_000));
     });
     const emitProgress = (progress: TransferProgress) => this.#emitProgress(progress);
-    this.#batcher =
-      this.#client !== undefined && transfers.smallBlobBytes > 0
-        ? new UploadBatcher({
-            scheduler: this.#scheduler,
-            client: this.#client,
-            local,
-            remoteStatus: this.#remoteStatus,
-            start: (blobId, beforeStart) => this.#queue.startBatched(blobId, beforeStart),
-            maxBlobs: transfers.batchMaxBlobs,
-            maxBytes: transfers.batchMaxBytes,
-            lingerMs: transfers.batchLingerMs,
-            emitProgress,
-            logger: this.#rootLogger.child({ component: 'batcher' }),
-          })
-        : undefined;
-    const effects = new BlobTransfers({
+    const batching = this.#client !== undefined && transfers.smallBlobBytes > 0;
+    const batcher = (kind: 'upload' | 'download', queuedState: string): TransferBatcher =>
+      new TransferBatcher({
+        kind,
+        scheduler: this.#scheduler,
+        start: (blobId, beforeStart) => this.#queue.startBatched(blobId, queuedState, beforeStart),
+        send: (members, signal): Promise<void> =>
+          kind === 'upload'
+            ? effects.uploadBatch(members, signal)
+            : effects.downloadBatch(members, signal),
+        maxBlobs: transfers.batchMaxBlobs,
+        maxBytes: transfers.batchMaxBytes,
+        lingerMs: transfers.batchLingerMs,
+        logger: this.#rootLogger.child({ component: `${kind}-batcher` }),
+      });
+    this.#uploadBatcher = batching ? batcher('upload', 'local.queued') : undefined;
+    this.#downloadBatcher = batching ? batcher('download', 'remote.queued') : undefined;
+    const effects: BlobTransfers = new BlobTransfers({
       client: this.#client,
       local,
       secret: this.#secret,
       remoteStatus: this.#remoteStatus,
-      batcher: this.#batcher,
+      uploads: this.#uploadBatcher,
+      downloads: this.#downloadBatcher,
       emitProgress,
       logger: this.#rootLogger.child({ component: 'transfers' }),
     });
@@ -209,7 +213,8 @@ export class Daemon implements DaemonApi {
     this.#queue = new TransferQueue({
       scheduler: this.#scheduler,
       registry: this.#registry,
-      batcher: this.#batcher,
+      uploadBatcher: this.#uploadBatcher,
+      downloadBatcher: this.#downloadBatcher,
       smallBlobBytes: transfers.smallBlobBytes,
       enabled: this.#client !== undefined,
       logger: this.#logger,
@@ -698,7 +703,8 @@ export class Daemon implements DaemonApi {
     });
     for (const timer of this.#timers) clearTimeout(timer);
     this.#scheduler.pause();
-    this.#batcher?.hurry();
+    this.#uploadBatcher?.hurry();
+    this.#downloadBatcher?.hurry();
     const timeoutMs = this.#options.stopTimeoutMs ?? 30_000;
     let timer: NodeJS.Timeout | undefined;
     const inFlight = this.#runningIdle();
@@ -710,7 +716,8 @@ export class Daemon implements DaemonApi {
     ]);
     clearTimeout(timer);
     if (timedOut) this.#logger.warn({ timeoutMs }, 'transfers aborted at stop');
-    this.#batcher?.close();
+    this.#uploadBatcher?.close();
+    this.#downloadBatcher?.close();
     this.#stopController.abort(new DaemonError('shutting_down', 'the daemon is stopping'));
     this.#registry.stopAll();
     await Promise.allSettled([...this.#background]);

@@ -2,15 +2,16 @@ import type { Logger } from 'pino';
 import { type AttachmentActor, attachmentStatePath } from '../machines/index.js';
 import { DEFAULT_NAMESPACE } from '../wire/ids.js';
 import type { AttachmentRegistry, LiveAttachment } from './attachment-registry.js';
+import type { TransferBatcher } from './transfer-batcher.js';
 import type { TransferKind, TransferScheduler } from './transfer-scheduler.js';
-import type { UploadBatcher } from './upload-batcher.js';
 
 export interface TransferQueueOptions {
   scheduler: TransferScheduler;
   registry: AttachmentRegistry;
-  /** Present when small uploads are batched. */
-  batcher: UploadBatcher | undefined;
-  /** Envelopes under this size go to the batcher. */
+  /** Present when small transfers are batched through `/stream`. */
+  uploadBatcher: TransferBatcher | undefined;
+  downloadBatcher: TransferBatcher | undefined;
+  /** Envelopes under this size go to a batcher. */
   smallBlobBytes: number;
   /** False without a server: queued attachments wait for one. */
   enabled: boolean;
@@ -22,11 +23,9 @@ const QUEUED: Record<string, { kind: TransferKind; running: string }> = {
   'remote.queued': { kind: 'download', running: 'remote.downloading' },
 };
 
-// TODO: small downloads go one GET each; they could be batched through `/stream` too.
-
 /**
  * Keeps the scheduler in step with the actors: an actor in `local.queued` or
- * `remote.queued` has a job (or, for a small upload, a place in the batcher); any other
+ * `remote.queued` has a job (or, for a small transfer, a place in a batcher); any other
  * state has none. A job sends START when it gets a slot and holds the slot until the actor
  * leaves the transfer state.
  */
@@ -43,18 +42,19 @@ export class TransferQueue {
 
   /** Called with every new snapshot of a live actor. */
   update(live: LiveAttachment): void {
-    const { scheduler, batcher, smallBlobBytes, enabled } = this.#options;
+    const { scheduler, uploadBatcher, downloadBatcher, smallBlobBytes, enabled } = this.#options;
     const { blobId } = live;
     const state = live.state;
     const context = live.snapshot.context;
     const queued = QUEUED[state];
     if (queued === undefined || !enabled) {
-      batcher?.remove(blobId);
+      uploadBatcher?.remove(blobId);
+      downloadBatcher?.remove(blobId);
       if (scheduler.state(blobId) === 'queued') scheduler.cancel(blobId);
       return;
     }
+    const batcher = queued.kind === 'upload' ? uploadBatcher : downloadBatcher;
     const small =
-      queued.kind === 'upload' &&
       batcher !== undefined &&
       context.size < smallBlobBytes &&
       context.namespace === DEFAULT_NAMESPACE;
@@ -74,10 +74,14 @@ export class TransferQueue {
   }
 
   /**
-   * For the batcher: START a small upload still waiting in `local.queued`, restoring its
+   * For a batcher: START a small transfer still waiting in `queuedState`, restoring its
    * actor first if it was passivated; `beforeStart` runs right before START is sent.
    */
-  async startBatched(blobId: string, beforeStart: () => void): Promise<boolean> {
+  async startBatched(
+    blobId: string,
+    queuedState: string,
+    beforeStart: () => void,
+  ): Promise<boolean> {
     const { registry } = this.#options;
     let live = registry.live(blobId);
     let held = false;
@@ -87,7 +91,7 @@ export class TransferQueue {
       held = true;
     }
     try {
-      if (live.state !== 'local.queued') return false;
+      if (live.state !== queuedState) return false;
       beforeStart();
       registry.send(live, { type: 'START' });
       return true;
@@ -128,9 +132,10 @@ export class TransferQueue {
   } {
     const counts = this.#options.scheduler.counts();
     return {
-      uploadsQueued: (counts.upload?.queued ?? 0) + (this.#options.batcher?.queued ?? 0),
+      uploadsQueued: (counts.upload?.queued ?? 0) + (this.#options.uploadBatcher?.queued ?? 0),
       uploadsRunning: counts.upload?.running ?? 0,
-      downloadsQueued: counts.download?.queued ?? 0,
+      downloadsQueued:
+        (counts.download?.queued ?? 0) + (this.#options.downloadBatcher?.queued ?? 0),
       downloadsRunning: counts.download?.running ?? 0,
     };
   }

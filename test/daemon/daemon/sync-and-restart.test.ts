@@ -74,6 +74,46 @@ describe('Daemon batching, remote sync and restarts', () => {
     });
   });
 
+  it('downloads evicted small attachments through a few /stream requests, byte-exact', async () => {
+    const puts = await Promise.all(
+      Array.from({ length: 60 }, (_, i) => docWithAttachment(h.daemon, 4 * KiB + i)),
+    );
+    for (const { blobId } of puts) {
+      await waitForAttachment(h.daemon, blobId, (i) => i.machineState === 'synced', 'synced');
+    }
+    for (const { blobId } of puts) await h.daemon.evictAttachment(blobId);
+    // One is gone from the server: it fails alone, the batch goes on.
+    const lost = puts.pop()!;
+    await h.client!.delete(lost.blobId);
+    const streamsBefore = requests(h, 'POST', '/stream/:uuid?direction=download').length;
+    const getsBefore = requests(h, 'GET', '/blobs/:uuid/:blob_id').length;
+
+    await Promise.all(puts.map(({ blobId }) => h.daemon.downloadAttachment(blobId)));
+    for (const { blobId, plaintext } of puts) {
+      assert.equal((await h.daemon.getAttachmentInfo(blobId))?.state, AttachmentState.SYNCED);
+      assert.deepEqual(await readAll(await h.daemon.openAttachment(blobId)), plaintext);
+    }
+    await assert.rejects(h.daemon.downloadAttachment(lost.blobId));
+    // Its tombstone settles it at the next remote sync.
+    assert.equal((await h.daemon.sync()).deleted, 1);
+    await waitFor(async () => (await h.daemon.getAttachmentInfo(lost.blobId)) === undefined, {
+      what: 'the lost record to go',
+    });
+
+    const streams = await waitFor(
+      () => {
+        const count =
+          requests(h, 'POST', '/stream/:uuid?direction=download').length - streamsBefore;
+        return count > 0 ? count : undefined;
+      },
+      { what: 'the server to log its stream requests' },
+    );
+    assert.ok(streams <= 20, `${streams} stream requests for 60 blobs`);
+    assert.equal(requests(h, 'GET', '/blobs/:uuid/:blob_id').length - getsBefore, 0);
+    const batched = h.logs.filter((line) => line.msg === 'download finished' && line.batch);
+    assert.ok(batched.some((line) => (line.batch as number) > 1));
+  });
+
   it('counts an upload that already landed as done once the sizes match', async () => {
     await h.openDaemon({ remote: undefined });
     const large = await docWithAttachment(h.daemon, 300 * KiB);

@@ -1,24 +1,21 @@
-import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
-import type { Priority, TransferProgress } from './daemon-api.js';
-import type { LocalBlobStore } from './local-blob-store.js';
-import { metered, ProgressMeter } from './progress-meter.js';
+import type { Priority } from './daemon-api.js';
 import type { BlobsClient } from './remote/blobs-client.js';
 import { RemoteError } from './remote/remote-error.js';
-import type { RemoteStatus } from './remote-status.js';
-import { PRIORITY_ORDER, type TransferScheduler } from './transfer-scheduler.js';
+import { PRIORITY_ORDER, type TransferKind, type TransferScheduler } from './transfer-scheduler.js';
 
-export interface UploadBatcherOptions {
+export interface TransferBatcherOptions {
+  /** The lane the batches run in: `upload` or `download`. */
+  kind: TransferKind;
   scheduler: TransferScheduler;
-  client: BlobsClient;
-  local: LocalBlobStore;
-  remoteStatus: RemoteStatus;
   /**
-   * Sends START to the attachment's actor if it is still `local.queued` (restoring a
-   * passivated actor first), calling `beforeStart` right before; resolves with whether it
-   * did. The actor's upload effect then calls `claim` synchronously inside START.
+   * Sends START to the attachment's actor if it is still queued (restoring a passivated
+   * actor first), calling `beforeStart` right before; resolves with whether it did. The
+   * actor's transfer effect then calls `claim` synchronously inside START.
    */
   start(blobId: string, beforeStart: () => void): Promise<boolean>;
+  /** Moves one batch in one `/stream` request, settling every member. */
+  send(members: BatchMember[], signal: AbortSignal): Promise<void>;
   /** Most blobs per `/stream` request. */
   maxBlobs: number;
   /** Most envelope bytes per request (a single larger blob still goes alone). */
@@ -28,7 +25,6 @@ export interface UploadBatcherOptions {
    * full or holds an URGENT blob. Milliseconds; 0 sends at once.
    */
   lingerMs: number;
-  emitProgress(progress: TransferProgress): void;
   logger: Logger;
 }
 
@@ -37,25 +33,25 @@ interface QueuedBlob {
   size: number;
 }
 
-interface Member extends QueuedBlob {
+/** One blob of a batch: `send` settles it with the outcome of its share. */
+export interface BatchMember extends QueuedBlob {
   resolve(): void;
   reject(error: unknown): void;
   promise: Promise<void>;
-  file?: Readable;
 }
 
 /**
- * Gathers small uploads into `/stream` requests. Small blobs wait in the batcher's own
- * priority queue, not in the scheduler; the batcher keeps one batch job queued (or
- * gathering) in the scheduler's upload lane at a time. When that job gets a slot it
- * lingers briefly for more blobs (not when full or URGENT), takes up to `maxBlobs` /
- * `maxBytes` of the queue in priority order, queues the next job if blobs remain, STARTs
- * the taken actors (whose upload effects `claim` their share of the request) and sends
- * one request. So a thousand queued 10 KB blobs take about ten requests, several in
- * flight at once within the upload limit.
+ * Gathers small transfers of one direction into `/stream` requests. Small blobs wait in
+ * the batcher's own priority queue, not in the scheduler; the batcher keeps one batch job
+ * queued (or gathering) in the scheduler's lane of its kind at a time. When that job gets
+ * a slot it lingers briefly for more blobs (not when full or URGENT), takes up to
+ * `maxBlobs` / `maxBytes` of the queue in priority order, queues the next job if blobs
+ * remain, STARTs the taken actors (whose transfer effects `claim` their share of the
+ * request) and hands them to `send`, which makes one request. So a thousand queued 10 KB
+ * blobs take about ten requests, several in flight at once within the lane's limit.
  */
-export class UploadBatcher {
-  readonly #options: UploadBatcherOptions;
+export class TransferBatcher {
+  readonly #options: TransferBatcherOptions;
   readonly #queues: Record<Priority, Map<string, QueuedBlob>> = {
     URGENT: new Map(),
     HIGH: new Map(),
@@ -72,7 +68,7 @@ export class UploadBatcher {
   #wake: (() => void) | undefined;
   #hurry = false;
 
-  constructor(options: UploadBatcherOptions) {
+  constructor(options: TransferBatcherOptions) {
     this.#options = options;
   }
 
@@ -101,7 +97,7 @@ export class UploadBatcher {
     if (priority === 'URGENT' || this.#full()) this.#wake?.();
   }
 
-  /** Drops a queued blob (it left `local.queued`); false when it was not queued. */
+  /** Drops a queued blob (it left its queued state); false when it was not queued. */
   remove(blobId: string): boolean {
     const priority = this.#priorityOf.get(blobId);
     if (priority === undefined) return false;
@@ -113,7 +109,7 @@ export class UploadBatcher {
   }
 
   /**
-   * The pending result of `blobId`'s share of a batch, once: the upload effect returns
+   * The pending result of `blobId`'s share of a batch, once: the transfer effect returns
    * it instead of sending the blob itself. Undefined when the blob is in no batch.
    */
   claim(blobId: string): Promise<void> | undefined {
@@ -147,15 +143,19 @@ export class UploadBatcher {
     if (this.#jobKey !== undefined) {
       // Raises the priority of a job still waiting for a slot; a gathering one takes all.
       if (scheduler.state(this.#jobKey) === 'queued') {
-        scheduler.enqueue(this.#jobKey, { kind: 'upload', priority, run: async () => {} });
+        scheduler.enqueue(this.#jobKey, {
+          kind: this.#options.kind,
+          priority,
+          run: async () => {},
+        });
       }
       return;
     }
     this.#jobSeq += 1;
-    const key = `batch-${this.#jobSeq}`;
+    const key = `${this.#options.kind}-batch-${this.#jobSeq}`;
     this.#jobKey = key;
     scheduler.enqueue(key, {
-      kind: 'upload',
+      kind: this.#options.kind,
       priority,
       run: (signal) => this.#run(key, signal),
     });
@@ -171,7 +171,7 @@ export class UploadBatcher {
     const next = this.#topPriority();
     if (next !== undefined && !this.#closing.signal.aborted) this.#ensureJob(next);
     if (members.length === 0) return;
-    await this.#upload(members, AbortSignal.any([signal, this.#closing.signal]));
+    await this.#options.send(members, AbortSignal.any([signal, this.#closing.signal]));
   }
 
   /** Waits up to `lingerMs` for the queue to fill, unless it holds an URGENT blob. */
@@ -194,9 +194,9 @@ export class UploadBatcher {
   }
 
   /** Takes the next batch off the queue and STARTs its actors. */
-  async #take(): Promise<Member[]> {
+  async #take(): Promise<BatchMember[]> {
     const { maxBlobs, maxBytes } = this.#options;
-    const members: Member[] = [];
+    const members: BatchMember[] = [];
     let bytes = 0;
     for (const priority of PRIORITY_ORDER) {
       for (const entry of [...this.#queues[priority].values()]) {
@@ -206,7 +206,7 @@ export class UploadBatcher {
         if (this.#priorityOf.get(entry.blobId) !== priority) continue;
         this.remove(entry.blobId);
         const member = this.#member(entry);
-        // The actor's upload effect claims its promise synchronously inside START.
+        // The actor's transfer effect claims its promise synchronously inside START.
         const started = await this.#options
           .start(entry.blobId, () => {
             this.#claims.set(entry.blobId, member.promise);
@@ -223,7 +223,7 @@ export class UploadBatcher {
     return members;
   }
 
-  #member(entry: QueuedBlob): Member {
+  #member(entry: QueuedBlob): BatchMember {
     let resolve!: () => void;
     let reject!: (error: unknown) => void;
     const promise = new Promise<void>((res, rej) => {
@@ -231,58 +231,6 @@ export class UploadBatcher {
       reject = rej;
     });
     return { ...entry, promise, resolve, reject };
-  }
-
-  async #upload(members: Member[], signal: AbortSignal): Promise<void> {
-    const { client, local, logger, remoteStatus } = this.#options;
-    const started = performance.now();
-    const opened: Member[] = [];
-    // Files are opened first: a blob deleted meanwhile stays readable through its handle.
-    for (const member of members) {
-      try {
-        member.file = await local.createReadStream(member.blobId);
-        opened.push(member);
-      } catch (error) {
-        member.reject(error);
-      }
-    }
-    if (opened.length === 0) return;
-    try {
-      const entries = opened.map((member) => {
-        const meter = new ProgressMeter(
-          member.blobId,
-          'upload',
-          member.size,
-          this.#options.emitProgress,
-        );
-        return { id: member.blobId, size: member.size, body: () => metered(member.file!, meter) };
-      });
-      const results = await remoteStatus.track(client.streamUpload(entries, { signal }));
-      const ms = Math.round(performance.now() - started);
-      await Promise.all(
-        opened.map(async (member) => {
-          const result = results[member.blobId];
-          try {
-            if (result === 'blob_exists') {
-              await verifyRemoteSize(client, member.blobId, member.size, signal);
-            } else if (result !== 'created') {
-              throw new RemoteError(result ?? 'invalid_response', `the server refused the blob`);
-            }
-            logger.info(
-              { blobId: member.blobId, bytes: member.size, ms, batch: opened.length },
-              'upload finished',
-            );
-            member.resolve();
-          } catch (error) {
-            member.reject(error);
-          }
-        }),
-      );
-    } catch (error) {
-      for (const member of opened) member.reject(error);
-    } finally {
-      for (const member of opened) member.file?.destroy();
-    }
   }
 }
 
