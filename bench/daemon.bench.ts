@@ -46,6 +46,7 @@ import { Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { Pool } from 'undici';
 import { createActor, fromPromise, waitFor } from 'xstate';
+import { NODE_FLAGS } from '../cli/node-flags.js';
 import { DocumentSealer } from '../daemon/crypto/document-sealer.js';
 import { envelopeSize } from '../daemon/crypto/envelope-size.js';
 import { Daemon, type DaemonOptions } from '../daemon/daemon.js';
@@ -78,7 +79,10 @@ const PARTS = new Set((process.env.SOLEDAD_BENCH_PARTS ?? 'workloads,scale,motio
 /** Only the workloads whose label contains one of these (comma-separated); default all. */
 const ONLY = process.env.SOLEDAD_BENCH_WORKLOADS?.split(',');
 /** Extra node flags for the daemon child, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`. */
-const CHILD_FLAGS = (process.env.SOLEDAD_BENCH_CHILD_FLAGS ?? '').split(' ').filter(Boolean);
+// The daemon child runs with the flags the `soledad` binary runs with, unless told otherwise.
+const CHILD_FLAGS = (process.env.SOLEDAD_BENCH_CHILD_FLAGS ?? NODE_FLAGS.join(' '))
+  .split(' ')
+  .filter(Boolean);
 /** Attachments put at once by the driver in the daemon child. */
 const PUTS_IN_FLIGHT = 16;
 /** How long the scale part watches the daemon after ready. */

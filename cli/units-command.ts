@@ -4,6 +4,7 @@ import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { type Command, Option } from 'commander';
 import { defaultConfigDir } from '../daemon/paths.js';
+import { NODE_FLAGS } from './node-flags.js';
 
 export type UnitScope = 'user' | 'system';
 
@@ -142,13 +143,13 @@ export function quoteExecWord(word: string, executable = false): string {
 }
 
 /**
- * The command that runs this very CLI: the node binary running it and the real path of
- * `main.js`. Naming node explicitly does not depend on systemd's PATH (which rarely holds
- * an nvm or a /usr/local node) nor on the `#!/usr/bin/env node` line of the bin link.
+ * The command that runs this very CLI: the node binary running it, `NODE_FLAGS` and the
+ * real path of `main.js`. Naming node explicitly does not depend on systemd's PATH (which
+ * rarely holds an nvm or a /usr/local node) nor on the `#!` line of the bin link.
  */
 export async function defaultExec(): Promise<string[]> {
   const main = join(dirname(fileURLToPath(import.meta.url)), 'main.js');
-  return [process.execPath, await realpath(main)];
+  return [process.execPath, ...NODE_FLAGS, await realpath(main)];
 }
 
 /** Where systemd looks for units of each scope; a user's follows `$XDG_CONFIG_HOME`. */

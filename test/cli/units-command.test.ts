@@ -5,6 +5,7 @@ import { chmod, mkdir, readFile, realpath, stat, writeFile } from 'node:fs/promi
 import { dirname, join } from 'node:path';
 import { after, before, describe, it, type TestContext } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { NODE_FLAGS } from '../../cli/node-flags.js';
 import { CLI_PATH, type CliResult, runSoledadCli } from '../helpers/server-process.js';
 import { tempDir } from '../helpers/tmp.js';
 
@@ -125,7 +126,22 @@ describe('soledad install-units', () => {
     const result = await soledad(['install-units', '--output', output]);
     assert.equal(result.code, 0, result.stderr);
     const unit = await readFile(join(output, 'soledad-daemon.service'), 'utf8');
-    assert.equal(execStart(unit), `${process.execPath} ${await realpath(CLI_PATH)} daemon`);
+    assert.equal(
+      execStart(unit),
+      `${process.execPath} ${NODE_FLAGS.join(' ')} ${await realpath(CLI_PATH)} daemon`,
+    );
+  });
+
+  it('runs with the same node flags from its #! line, npm start and the units', async () => {
+    const main = await readFile(join(dirname(CLI_PATH), '..', '..', 'cli', 'main.ts'), 'utf8');
+    assert.equal(main.split('\n')[0], `#!/usr/bin/env -S node ${NODE_FLAGS.join(' ')}`);
+    const pkg = JSON.parse(
+      await readFile(join(dirname(CLI_PATH), '..', '..', 'package.json'), 'utf8'),
+    ) as { scripts: { start: string } };
+    assert.match(
+      pkg.scripts.start,
+      new RegExp(`node ${NODE_FLAGS.join(' ')} dist/cli/main\\.js demo`),
+    );
   });
 
   it('writes the user unit to $XDG_CONFIG_HOME/systemd/user by default', async () => {
