@@ -1,6 +1,7 @@
 // Local RPC benchmark. The daemon and its RPC listener run in a child process (this same
 // file with `--daemon`), next to a bare WebSocket echo server as the baseline; clients
 // run here. Prints latency percentiles, rates, throughput and peak RSS.
+
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
@@ -10,6 +11,7 @@ import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { fileURLToPath } from 'node:url';
 import { WebSocket, WebSocketServer } from 'ws';
+import { NODE_FLAGS } from '../cli/node-flags.js';
 import { Daemon } from '../daemon/daemon.js';
 import type { DaemonApi } from '../daemon/daemon-api.js';
 import { Soledad } from '../rpc/client.js';
@@ -34,9 +36,13 @@ if (process.argv[2] === '--daemon') {
 
 async function main(): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), 'soledad-bench-rpc-'));
-  const child = spawn(process.execPath, [fileURLToPath(import.meta.url), '--daemon', dir], {
-    stdio: ['pipe', 'pipe', 'inherit'],
-  });
+  const child = spawn(
+    process.execPath,
+    [...NODE_FLAGS, fileURLToPath(import.meta.url), '--daemon', dir],
+    {
+      stdio: ['pipe', 'pipe', 'inherit'],
+    },
+  );
   try {
     const ready = await childReady(child);
     const soledad = await Soledad.connect({ url: ready.url, token: ready.token });

@@ -4,6 +4,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { type Logger, pino } from 'pino';
+import { NODE_FLAGS } from '../../cli/node-flags.js';
 import {
   createSecretsFile,
   type StorageSecrets,
@@ -272,15 +273,19 @@ export class DaemonProcess extends ServiceProcess {
     }
     await writeFile(configPath, JSON.stringify(config, null, 2));
 
-    const child = spawn(process.execPath, [CLI_PATH, 'daemon', '--config', configPath], {
-      env: {
-        ...process.env,
-        XDG_CONFIG_HOME: join(dir, 'config'),
-        SOLEDAD_PASSPHRASE: passphrase,
-        SOLEDAD_TEST_WEAK_SCRYPT: '1',
+    const child = spawn(
+      process.execPath,
+      [...NODE_FLAGS, CLI_PATH, 'daemon', '--config', configPath],
+      {
+        env: {
+          ...process.env,
+          XDG_CONFIG_HOME: join(dir, 'config'),
+          SOLEDAD_PASSPHRASE: passphrase,
+          SOLEDAD_TEST_WEAK_SCRYPT: '1',
+        },
+        stdio: ['ignore', 'pipe', 'pipe'],
       },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    );
     const daemon = new DaemonProcess(child, { dir, dataDir, configDir, configPath }, temp?.remove);
     try {
       const info = await daemon.untilReady(

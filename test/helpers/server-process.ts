@@ -2,6 +2,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { NODE_FLAGS } from '../../cli/node-flags.js';
 import { readListeningFile } from '../../server/listening-file.js';
 import { encodeTokenAuth } from '../../wire/auth.js';
 import { type ExitStatus, exitOf, killPid, ServiceProcess } from './service-process.js';
@@ -22,7 +23,7 @@ export async function runSoledadCli(
   args: readonly string[],
   options: { timeoutMs?: number; cwd?: string; env?: NodeJS.ProcessEnv } = {},
 ): Promise<CliResult> {
-  const child = spawn(process.execPath, [CLI_PATH, ...args], {
+  const child = spawn(process.execPath, [...NODE_FLAGS, CLI_PATH, ...args], {
     cwd: options.cwd,
     env: options.env ?? process.env,
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -120,9 +121,13 @@ export class ServerProcess extends ServiceProcess {
     await writeFile(configPath, JSON.stringify(config, null, 2));
     await writeServiceTokens(tokensPath, options.serviceTokens ?? {});
 
-    const child = spawn(process.execPath, [CLI_PATH, 'server', '--config', configPath], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const child = spawn(
+      process.execPath,
+      [...NODE_FLAGS, CLI_PATH, 'server', '--config', configPath],
+      {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
     const server = new ServerProcess({
       child,
       root,
