@@ -50,6 +50,7 @@ import type {
 } from './daemon-api.js';
 import { DaemonError, toDaemonError } from './daemon-error.js';
 import { type DaemonOptions, DEFAULT_TRANSFERS, type TransferSettings } from './daemon-options.js';
+import { IdleCollector } from './idle-collector.js';
 import { LocalBlobError, LocalBlobStore } from './local-blob-store.js';
 import { sweepOrphans } from './orphan-sweep.js';
 import { BlobsClient } from './remote/blobs-client.js';
@@ -95,6 +96,7 @@ export class Daemon implements DaemonApi {
   readonly #registry: AttachmentRegistry;
   readonly #eventListeners = new Set<Listener<DaemonEvent>>();
   readonly #progressListeners = new Set<Listener<TransferProgress>>();
+  readonly #idle = new IdleCollector({ busy: () => this.#transfersRunning() });
   /** Set when an envelope may have been left without its record (a failed put's cleanup). */
   #envelopeMayBeOrphaned = false;
   /** Blobs whose envelope is being written by `putAttachment`, not yet recorded. */
@@ -272,6 +274,7 @@ export class Daemon implements DaemonApi {
     // Envelopes without a record can only be left by a crash: after a clean stop the
     // sweep skips the pass over every local envelope.
     this.#inBackground(this.sweepOrphans({ files: !this.#store.openedAfterCleanStop }));
+    this.#idle.start();
     const watch = this.#options.watch;
     if (watch !== undefined && watch.folders.length > 0) {
       this.#watchFolders = new WatchFolders({
@@ -702,6 +705,7 @@ export class Daemon implements DaemonApi {
       this.#logger.warn({ err: error }, 'closing watch folders failed');
     });
     for (const timer of this.#timers) clearTimeout(timer);
+    this.#idle.stop();
     this.#scheduler.pause();
     this.#uploadBatcher?.hurry();
     this.#downloadBatcher?.hurry();
@@ -752,6 +756,7 @@ export class Daemon implements DaemonApi {
 
   async #api<T>(fn: () => Promise<T>): Promise<T> {
     if (this.#stopping) throw new DaemonError('shutting_down', 'the daemon is stopping');
+    this.#idle.touch();
     try {
       return await fn();
     } catch (error) {
@@ -979,6 +984,13 @@ export class Daemon implements DaemonApi {
       this.#runningWaiters.push(resolve);
       this.#checkRunningIdle();
     });
+  }
+
+  /** Transfers running or queued (a queue held back while the server is probed counts). */
+  #transfersRunning(): boolean {
+    const counts = this.#scheduler.counts();
+    const running = (counts.upload?.running ?? 0) + (counts.download?.running ?? 0);
+    return running > 0 || this.#registry.liveCount > 0;
   }
 
   #checkRunningIdle(): void {
