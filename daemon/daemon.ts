@@ -140,6 +140,7 @@ export class Daemon implements DaemonApi {
       onEnd: (info) => {
         this.#queue.jobEnded(info.key);
         this.#checkRunningIdle();
+        this.#idle.settle();
       },
     });
     // While the server does not answer, queued transfers wait and one attempt per first
@@ -756,11 +757,13 @@ export class Daemon implements DaemonApi {
 
   async #api<T>(fn: () => Promise<T>): Promise<T> {
     if (this.#stopping) throw new DaemonError('shutting_down', 'the daemon is stopping');
-    this.#idle.touch();
+    this.#idle.enter();
     try {
       return await fn();
     } catch (error) {
       throw toDaemonError(error);
+    } finally {
+      this.#idle.leave();
     }
   }
 
@@ -986,11 +989,10 @@ export class Daemon implements DaemonApi {
     });
   }
 
-  /** Transfers running or queued (a queue held back while the server is probed counts). */
+  /** Transfers running now (queued ones wait, which is not activity). */
   #transfersRunning(): boolean {
     const counts = this.#scheduler.counts();
-    const running = (counts.upload?.running ?? 0) + (counts.download?.running ?? 0);
-    return running > 0 || this.#registry.liveCount > 0;
+    return (counts.upload?.running ?? 0) + (counts.download?.running ?? 0) > 0;
   }
 
   #checkRunningIdle(): void {

@@ -3,69 +3,63 @@ import { describe, it } from 'node:test';
 import { IdleCollector } from '../../daemon/idle-collector.js';
 import { waitFor } from '../helpers/wait.js';
 
+function counting(options: { busy?: () => boolean; growthBytes?: number } = {}) {
+  const counter = { calls: 0 };
+  const collector = new IdleCollector({
+    busy: options.busy ?? (() => false),
+    quietMs: 20,
+    growthBytes: options.growthBytes ?? 0,
+    gc: () => {
+      counter.calls += 1;
+    },
+  });
+  return { collector, counter };
+}
+
 describe('IdleCollector', () => {
-  it('collects once the daemon has been idle, and not again until the heap grows', async () => {
-    let calls = 0;
-    const collector = new IdleCollector({
-      busy: () => false,
-      idleMs: 20,
-      growthBytes: 0,
-      gc: () => {
-        calls += 1;
-      },
-    });
+  it('collects once quiet after a call ends, and not while a call is in flight', async () => {
+    const { collector, counter } = counting();
     collector.start();
     try {
-      await waitFor(() => calls === 1, { timeoutMs: 5000, what: 'a collection' });
+      collector.enter();
+      collector.settle();
+      await new Promise((resolve) => setTimeout(resolve, 80));
+      assert.equal(counter.calls, 0, 'a call is in flight');
+      collector.leave();
+      await waitFor(() => collector.collections === 1, { timeoutMs: 5000, what: 'a collection' });
       assert.equal(collector.collections, 1);
     } finally {
       collector.stop();
     }
   });
 
-  it('does not collect while busy, nor while calls keep coming', async () => {
-    let calls = 0;
+  it('waits while transfers run and collects once they are done', async () => {
     let busy = true;
-    const collector = new IdleCollector({
-      busy: () => busy,
-      idleMs: 20,
-      growthBytes: 0,
-      gc: () => {
-        calls += 1;
-      },
-    });
+    const { collector, counter } = counting({ busy: () => busy });
     collector.start();
     try {
-      const until = Date.now() + 200;
-      while (Date.now() < until) {
-        collector.touch();
-        await new Promise((resolve) => setTimeout(resolve, 5));
-        if (Date.now() > until - 100) busy = false;
-      }
-      assert.equal(calls, 0, 'busy, then touched every 5 ms');
-      await waitFor(() => calls > 0, { timeoutMs: 5000, what: 'a collection once idle' });
+      collector.settle();
+      await new Promise((resolve) => setTimeout(resolve, 80));
+      assert.equal(counter.calls, 0);
+      busy = false;
+      collector.settle();
+      await waitFor(() => collector.collections === 1, { timeoutMs: 5000, what: 'a collection' });
     } finally {
       collector.stop();
     }
   });
 
   it('leaves a heap that did not grow alone, and does nothing without gc', async () => {
-    let calls = 0;
-    const grown = new IdleCollector({
-      busy: () => false,
-      idleMs: 10,
-      growthBytes: Number.MAX_SAFE_INTEGER,
-      gc: () => {
-        calls += 1;
-      },
-    });
-    grown.start();
-    const without = new IdleCollector({ busy: () => false, idleMs: 10, growthBytes: 0 });
+    const { collector, counter } = counting({ growthBytes: Number.MAX_SAFE_INTEGER });
+    collector.start();
+    collector.settle();
+    const without = new IdleCollector({ busy: () => false, quietMs: 10, growthBytes: 0 });
     without.start();
+    without.settle();
     await new Promise((resolve) => setTimeout(resolve, 100));
-    grown.stop();
+    collector.stop();
     without.stop();
-    assert.equal(calls, 0);
+    assert.equal(counter.calls, 0);
     if (typeof (globalThis as { gc?: unknown }).gc !== 'function') {
       assert.equal(without.collections, 0);
     }
