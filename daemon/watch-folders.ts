@@ -260,6 +260,12 @@ export class WatchFolders {
     watcher.on('unlinkDir', (path: string) => {
       void this.#scheduleUnder(folder, path).catch((err) => this.#logFailure({ path }, err));
     });
+    // A file made in a new folder before the watcher of that folder is set up gets no
+    // `add` event, so a new folder is walked once (what the events also report is
+    // reconciled twice, which changes nothing the second time).
+    watcher.on('addDir', (path: string) => {
+      void this.#scheduleNewFolder(folder, path).catch((err) => this.#logFailure({ path }, err));
+    });
     watcher.on('error', (err: unknown) => {
       this.#logger.warn({ err, folder: root }, 'watching failed');
     });
@@ -335,6 +341,25 @@ export class WatchFolders {
     for (const path of known.keys()) await queue(path, true);
     await Promise.all(loops);
     return queued;
+  }
+
+  async #scheduleNewFolder(folder: Folder, dir: string): Promise<void> {
+    let handle: Awaited<ReturnType<typeof opendir>>;
+    try {
+      handle = await opendir(dir);
+    } catch {
+      return; // Gone again, or unreadable: its own events (or the next scan) tell.
+    }
+    for await (const dirent of handle) {
+      if (this.#closing) return;
+      const path = join(dir, dirent.name);
+      const rel = relativePath(folder.root, path);
+      if (dirent.isDirectory()) {
+        if (!folder.ignore.matchesOwn(rel, true)) await this.#scheduleNewFolder(folder, path);
+      } else if (dirent.isFile() && !folder.ignore.matchesOwn(rel, false)) {
+        void this.#schedule(folder, path);
+      }
+    }
   }
 
   async #scheduleUnder(folder: Folder, dir: string): Promise<void> {
