@@ -106,22 +106,7 @@ export class BlobTransfers {
     const response = await remoteStatus.track(
       client.get(input.blobId, { namespace: input.namespace, signal }),
     );
-    let writer: LocalBlobWriter | undefined;
-    try {
-      writer = await local.writer(input.blobId);
-      const meter = new ProgressMeter(
-        input.blobId,
-        'download',
-        response.size,
-        this.#options.emitProgress,
-      );
-      await this.#verifyInto(input.blobId, metered(response.stream, meter), writer);
-      await writer.commit();
-    } catch (error) {
-      response.stream.destroy();
-      await writer?.abort();
-      throw error;
-    }
+    await this.#storeVerified(input.blobId, response.stream, response.size);
     const ms = Math.round(performance.now() - started);
     logger.info({ blobId: input.blobId, bytes: response.size, ms }, 'download finished');
   }
@@ -222,17 +207,9 @@ export class BlobTransfers {
             }),
           );
         } else {
-          let writer: LocalBlobWriter | undefined;
           try {
-            writer = await local.writer(entry.id);
-            const meter = new ProgressMeter(
-              entry.id,
-              'download',
-              entry.size,
-              this.#options.emitProgress,
-            );
-            await this.#verifyInto(entry.id, metered(entry.stream, meter), writer);
-            await writer.commit();
+            // A failure skips the rest of this body; the next entry still arrives.
+            await this.#storeVerified(entry.id, entry.stream, entry.size);
             const ms = Math.round(performance.now() - started);
             logger.info(
               { blobId: entry.id, bytes: entry.size, ms, batch: count },
@@ -240,9 +217,6 @@ export class BlobTransfers {
             );
             member.resolve();
           } catch (error) {
-            // The rest of this body is skipped; the next entry still arrives.
-            entry.stream.destroy();
-            await writer?.abort();
             member.reject(error);
           }
         }
@@ -320,6 +294,24 @@ export class BlobTransfers {
       throw new DaemonError('remote_unavailable', 'no blobs server is configured');
     }
     return client;
+  }
+
+  /**
+   * Verifies `stream` (an envelope of `size` bytes) into a new local-store writer and
+   * commits it; on any failure the stream is destroyed and nothing is left behind.
+   */
+  async #storeVerified(blobId: string, stream: Readable, size: number): Promise<void> {
+    let writer: LocalBlobWriter | undefined;
+    try {
+      writer = await this.#options.local.writer(blobId);
+      const meter = new ProgressMeter(blobId, 'download', size, this.#options.emitProgress);
+      await this.#verifyInto(blobId, metered(stream, meter), writer);
+      await writer.commit();
+    } catch (error) {
+      stream.destroy();
+      await writer?.abort();
+      throw error;
+    }
   }
 
   /** Writes `source` into `writer` and through a decrypt stream that must accept it all. */
