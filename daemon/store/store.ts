@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { type BatchOperation, Level } from 'level';
 import type { DocumentSealer } from '../crypto/document-sealer.js';
+import { IntegrityError } from '../crypto/integrity-error.js';
 import { isValidDeviceId, nextRevisionText } from '../revision.js';
 import { type CountsByState, categoryOf, emptyCounts, isCounts } from './attachment-counts.js';
 import {
@@ -737,11 +738,19 @@ export class Store {
     return { rev, sealed, deleted: false, lastSeenServerGeneration: generation };
   }
 
-  /** The attachment pointer (`blob_id`) of a stored version; undefined for none. */
+  /**
+   * The attachment pointer (`blob_id`) of a stored version; undefined for none, and for a
+   * version that does not open (a change replacing it must not fail for that).
+   */
   #pointerOf(id: string, stored: StoredDoc): string | undefined {
     if (stored.sealed === null || stored.deleted) return undefined;
-    const json = this.#sealer.open(id, stored.rev, Buffer.from(stored.sealed, 'base64'));
-    return pointerIn(json.toString('utf8'));
+    try {
+      const json = this.#sealer.open(id, stored.rev, Buffer.from(stored.sealed, 'base64'));
+      return pointerIn(json.toString('utf8'));
+    } catch (error) {
+      if (error instanceof IntegrityError) return undefined;
+      throw error;
+    }
   }
 
   #openDoc(id: string, value: string): Doc {

@@ -215,6 +215,9 @@ describe('Store', () => {
         const store = await t.reopen();
         await assert.rejects(store.getDoc('doc-a'), IntegrityError);
         assert.deepEqual((await store.getDoc('doc-b'))?.content, { who: 'b' });
+        // A put over the unreadable version still works (its old pointer is unknown).
+        await store.putDoc('doc-a', { who: 'a again' }, a.rev);
+        assert.deepEqual((await store.getDoc('doc-a'))?.content, { who: 'a again' });
       } finally {
         await t.remove();
       }
