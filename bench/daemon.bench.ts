@@ -78,8 +78,10 @@ const IN_MOTION = Number(process.env.SOLEDAD_BENCH_IN_MOTION ?? 10_000);
 const PARTS = new Set((process.env.SOLEDAD_BENCH_PARTS ?? 'workloads,scale,motion').split(','));
 /** Only the workloads whose label contains one of these (comma-separated); default all. */
 const ONLY = process.env.SOLEDAD_BENCH_WORKLOADS?.split(',');
-/** Extra node flags for the daemon child, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`. */
-// The daemon child runs with the flags the `soledad` binary runs with, unless told otherwise.
+/**
+ * Node flags of the daemon child: those the `soledad` binary runs with, unless
+ * SOLEDAD_BENCH_CHILD_FLAGS says otherwise (e.g. add `--cpu-prof --cpu-prof-dir=/tmp/prof`).
+ */
 const CHILD_FLAGS = (process.env.SOLEDAD_BENCH_CHILD_FLAGS ?? NODE_FLAGS.join(' '))
   .split(' ')
   .filter(Boolean);

@@ -95,14 +95,10 @@ export class BlobTransfers {
   async download(input: TransferInput, signal: AbortSignal): Promise<void> {
     const claim = this.#options.downloads?.claim(input.blobId);
     if (claim) return claim;
-    const { local, logger, remoteStatus } = this.#options;
+    const { logger, remoteStatus } = this.#options;
     const client = this.#client();
     const started = performance.now();
-    if (await local.has(input.blobId)) {
-      // A download that landed before a crash kept its state from being recorded.
-      if (await this.#verifyLocal(input.blobId)) return;
-      await local.delete(input.blobId);
-    }
+    if (await this.#landedBefore(input.blobId)) return;
     const response = await remoteStatus.track(
       client.get(input.blobId, { namespace: input.namespace, signal }),
     );
@@ -170,18 +166,14 @@ export class BlobTransfers {
    * or that fails verification fails alone; a broken response fails the rest.
    */
   async downloadBatch(members: BatchMember[], signal: AbortSignal): Promise<void> {
-    const { local, logger, remoteStatus } = this.#options;
+    const { logger, remoteStatus } = this.#options;
     const started = performance.now();
     const pending = new Map<string, BatchMember>();
     for (const member of members) {
       try {
-        if (await local.has(member.blobId)) {
-          // A download that landed before a crash kept its state from being recorded.
-          if (await this.#verifyLocal(member.blobId)) {
-            member.resolve();
-            continue;
-          }
-          await local.delete(member.blobId);
+        if (await this.#landedBefore(member.blobId)) {
+          member.resolve();
+          continue;
         }
         pending.set(member.blobId, member);
       } catch (error) {
@@ -341,6 +333,18 @@ export class BlobTransfers {
       });
     }
     if (failure !== undefined) throw failure;
+  }
+
+  /**
+   * True when a download of `blobId` landed before a crash kept its state from being
+   * recorded: the local copy verifies. A local copy that does not is removed.
+   */
+  async #landedBefore(blobId: string): Promise<boolean> {
+    const { local } = this.#options;
+    if (!(await local.has(blobId))) return false;
+    if (await this.#verifyLocal(blobId)) return true;
+    await local.delete(blobId);
+    return false;
   }
 
   /** True when the local copy of `blobId` decrypts and verifies to its end. */

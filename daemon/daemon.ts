@@ -996,9 +996,7 @@ export class Daemon implements DaemonApi {
   }
 
   #checkRunningIdle(): void {
-    const counts = this.#scheduler.counts();
-    const running = (counts.upload?.running ?? 0) + (counts.download?.running ?? 0);
-    if (running > 0 || this.#runningWaiters.length === 0) return;
+    if (this.#transfersRunning() || this.#runningWaiters.length === 0) return;
     const waiters = this.#runningWaiters;
     this.#runningWaiters = [];
     for (const resolve of waiters) resolve();

@@ -83,20 +83,15 @@ export class TransferQueue {
     beforeStart: () => void,
   ): Promise<boolean> {
     const { registry } = this.#options;
-    let live = registry.live(blobId);
-    let held = false;
-    if (live === undefined) {
-      live = await registry.hold(blobId);
-      if (live === undefined) return false;
-      held = true;
-    }
+    const live = await registry.hold(blobId);
+    if (live === undefined) return false;
     try {
       if (live.state !== queuedState) return false;
       beforeStart();
       registry.send(live, { type: 'START' });
       return true;
     } finally {
-      if (held) registry.release(live);
+      registry.release(live);
     }
   }
 
