@@ -3,19 +3,20 @@
  * index, both under one ROOT that a single server process owns.
  *
  * ```
- * ROOT/.index/                         LevelDB index; its LOCK is the process lock
- * ROOT/.tmp/                           uploads in progress; emptied at open
- * ROOT/.clean                          usage and clock, left by a clean close; removed at open
- * ROOT/{user}/{ns}/{id[0..2]}/{id}         blob bytes, mtime = upload time
- * ROOT/{user}/{ns}/{id[0..2]}/{id}.flags   JSON array of flags; absent = []
+ * ROOT/.index/                 LevelDB index; its LOCK is the process lock
+ * ROOT/.tmp/                   uploads in progress; emptied at open
+ * ROOT/.clean                  usage and clock, left by a clean close; removed at open
+ * ROOT/.layout                 the layout version; older trees are moved into place at open
+ * ROOT/{user}/{ns}/{id}        blob bytes, mtime = upload time
+ * ROOT/{user}/{ns}/{id}.flags  JSON array of flags; absent = []
  * ```
  *
  * The index (see blob-index.ts) is the authority on what is live: a blob is visible once
  * its entry is committed, and a write goes temp file → fsync → `link(2)` into place (EEXIST
- * if the name exists; never a rename over a blob) → fsync of the folder → synced index
- * batch. Deletes commit the tombstone first and unlink after. `close()` leaves ROOT/.clean;
- * an open that finds none (a crash) first runs `reconcile`, which repairs whatever a crash
- * left between those steps. docs/filesystem-backend.md has the details.
+ * if the name exists; never a rename over a blob) → fsync of the folder together with the
+ * synced index batch. Deletes commit the tombstone first and unlink after. `close()` leaves
+ * ROOT/.clean; an open that finds none (a crash) first runs `reconcile`, which repairs
+ * whatever a crash left between those steps. docs/filesystem-backend.md has the details.
  */
 import type { FileHandle } from 'node:fs/promises';
 import { link, mkdir, open, readdir, realpath, rm } from 'node:fs/promises';
@@ -44,6 +45,7 @@ import {
   unlinkIfExists,
   writeFileAtomic,
 } from './filesystem-layout.js';
+import { migrateLayout } from './filesystem-migrate.js';
 import { reconcile, repairFlagsFiles } from './filesystem-reconcile.js';
 import { KeyMutex } from './key-mutex.js';
 
@@ -160,6 +162,7 @@ export class FilesystemBackend implements BlobsBackend {
       }
       const started = performance.now();
       const stale = await FilesystemBackend.clearTemp(real);
+      await migrateLayout(real, logger);
       const clean = await takeCleanState(real, logger);
       if (clean !== undefined) {
         const flagsRewritten = await repairFlagsFiles(real, index);
@@ -345,6 +348,7 @@ export class FilesystemBackend implements BlobsBackend {
 
   private async shutdown(): Promise<void> {
     await Promise.allSettled([...this.inflight]);
+    await this.dirs.close();
     try {
       // Written while ROOT is still ours, so no other opener can see a stale one.
       await writeCleanState(this.root, { usage: this.usageBytes, latestTime: this.lastTime });
@@ -385,12 +389,12 @@ export class FilesystemBackend implements BlobsBackend {
     return this.lastTime;
   }
 
-  private async refuseTaken(ref: BlobRef): Promise<void> {
-    const [live, tomb] = await Promise.all([this.index.getLive(ref), this.index.getTomb(ref)]);
-    if (live !== undefined) {
+  private refuseTaken(ref: BlobRef): void {
+    const taken = this.index.takenSync(ref);
+    if (taken === 'live') {
       throw new BlobsError('blob_exists', `blob ${ref.id} exists in namespace ${ref.namespace}`);
     }
-    if (tomb !== undefined) {
+    if (taken === 'deleted') {
       throw new BlobsError(
         'blob_deleted',
         `blob ${ref.id} was deleted and cannot be created again`,
@@ -410,7 +414,7 @@ export class FilesystemBackend implements BlobsBackend {
         `${expectedSize} bytes is over the ${maxSize}-byte maximum`,
       );
     }
-    await this.refuseTaken(ref);
+    this.refuseTaken(ref);
     const reservation: Reservation = { user: ref.user, bytes: 0 };
     const temp = tempPath(this.root);
     try {
@@ -512,7 +516,7 @@ export class FilesystemBackend implements BlobsBackend {
     entry: LiveEntry,
     reservation: Reservation,
   ): Promise<void> {
-    await this.refuseTaken(ref);
+    this.refuseTaken(ref);
     const dir = leafDir(this.root, ref);
     const blob = blobPath(this.root, ref);
     await this.dirs.ensureDir(dir);
@@ -528,16 +532,41 @@ export class FilesystemBackend implements BlobsBackend {
       }
       throw error;
     }
-    try {
-      await this.dirs.sync(dir);
-      await this.index.addLive(ref, entry);
-    } catch (error) {
+    // Both must be durable before the write is acknowledged, in either order: a crash that
+    // keeps the index entry but loses the name is repaired at the next open, which drops
+    // the entry (nobody was told the blob was stored). Run together, the folder fsync and
+    // the index commit can share one journal commit of the filesystem.
+    const [synced, indexed] = await Promise.allSettled([
+      this.dirs.sync(dir),
+      this.index.addLive(ref, entry),
+    ]);
+    const failure = [synced, indexed].find((result) => result.status === 'rejected');
+    if (failure !== undefined) {
+      if (indexed.status === 'fulfilled' && !(await this.unindex(ref, entry))) {
+        // The entry stays, so the blob stays with it: index and files agree.
+        this.addUsage(ref.user, entry.s);
+        throw failure.reason;
+      }
       await unlinkIfExists(blob).catch(ignore);
       if (entry.f.length > 0) await unlinkIfExists(flagsPath(this.root, ref)).catch(ignore);
-      throw error;
+      throw failure.reason;
     }
     this.addUsage(ref.user, entry.s);
     this.release(reservation);
+  }
+
+  /** Takes back the index entry of a write that failed after it; false if that failed too. */
+  private async unindex(ref: BlobRef, entry: LiveEntry): Promise<boolean> {
+    try {
+      await this.index.batch(this.index.dropOps(ref, entry));
+      return true;
+    } catch (error) {
+      this.logger.error(
+        { err: error, blobId: ref.id, namespace: ref.namespace },
+        'could not take back the index entry of a failed write; the blob stays stored',
+      );
+      return false;
+    }
   }
 
   private async writeFlagsFile(ref: BlobRef, flags: BlobFlag[]): Promise<void> {

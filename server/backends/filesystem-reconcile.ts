@@ -1,5 +1,5 @@
-import type { Dirent } from 'node:fs';
-import { readdir, readFile, stat } from 'node:fs/promises';
+import type { Dir } from 'node:fs';
+import { opendir, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { type BlobFlag, isBlobFlag } from '../../wire/flags.js';
@@ -10,7 +10,7 @@ import {
   blobPath,
   FLAGS_SUFFIX,
   flagsPath,
-  shardOf,
+  subdirs,
   unlinkIfExists,
   writeFileAtomic,
 } from './filesystem-layout.js';
@@ -45,15 +45,6 @@ async function mapLimit<T>(items: T[], fn: (item: T) => Promise<void>): Promise<
     while (next < items.length) await fn(items[next++]!);
   };
   await Promise.all(Array.from({ length: Math.min(WALK_CONCURRENCY, items.length) }, worker));
-}
-
-async function subdirs(dir: string): Promise<Dirent[]> {
-  try {
-    return (await readdir(dir, { withFileTypes: true })).filter((entry) => entry.isDirectory());
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
-    throw error;
-  }
 }
 
 function parseFlags(text: string): BlobFlag[] | undefined {
@@ -264,29 +255,26 @@ async function walkNamespace(
   logger: Logger,
 ): Promise<Map<string, FoundFiles>> {
   const found = new Map<string, FoundFiles>();
-  const base = join(root, user, namespace);
-  const shards = (await subdirs(base)).map((dirent) => dirent.name);
-  await mapLimit(shards, async (shard) => {
-    const dir = join(base, shard);
-    let names: Dirent[];
-    try {
-      names = await readdir(dir, { withFileTypes: true });
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
-      throw error;
+  const dir = join(root, user, namespace);
+  let entries: Dir;
+  try {
+    entries = await opendir(dir, { bufferSize: 1024 });
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return found;
+    throw error;
+  }
+  // Read as a stream: a namespace folder may hold millions of names.
+  for await (const dirent of entries) {
+    const isFlags = dirent.name.endsWith(FLAGS_SUFFIX);
+    const id = isFlags ? dirent.name.slice(0, -FLAGS_SUFFIX.length) : dirent.name;
+    if (!dirent.isFile() || !isValidId(id)) {
+      logger.warn({ path: join(dir, dirent.name) }, 'ignored an entry outside the blob layout');
+      continue;
     }
-    for (const dirent of names) {
-      const isFlags = dirent.name.endsWith(FLAGS_SUFFIX);
-      const id = isFlags ? dirent.name.slice(0, -FLAGS_SUFFIX.length) : dirent.name;
-      if (!dirent.isFile() || !isValidId(id) || shardOf(id) !== shard) {
-        logger.warn({ path: join(dir, dirent.name) }, 'ignored an entry outside the blob layout');
-        continue;
-      }
-      const files = found.get(id) ?? { blob: false, flags: false };
-      if (isFlags) files.flags = true;
-      else files.blob = true;
-      found.set(id, files);
-    }
-  });
+    const files = found.get(id) ?? { blob: false, flags: false };
+    if (isFlags) files.flags = true;
+    else files.blob = true;
+    found.set(id, files);
+  }
   return found;
 }

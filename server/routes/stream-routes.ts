@@ -188,7 +188,9 @@ async function storeEntries(
     );
     storing.add(store);
     void store.finally(() => storing.delete(store));
-    await consumed;
+    // A preread body is off the stream already: the next one can be read while this
+    // store waits for its checks and its temp file (behind other stores' fsyncs).
+    if (preread === undefined) await consumed;
     while (storing.size >= STORES_IN_FLIGHT) await Promise.race(storing);
   }
   await Promise.all(storing);

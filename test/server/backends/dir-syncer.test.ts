@@ -126,3 +126,43 @@ describe('DirSyncer', () => {
     });
   });
 });
+
+describe('DirSyncer with its own fsync', () => {
+  let dir: string;
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'soledad-dirsync-'));
+  });
+  afterEach(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('fsyncs more folders than it keeps open, again and again, and closes', async () => {
+    const syncer = new DirSyncer();
+    const folders = Array.from({ length: 80 }, (_, i) => join(dir, `f${i}`));
+    await Promise.all(folders.map((folder) => syncer.ensureDir(folder)));
+    for (let round = 0; round < 2; round++) await Promise.all(folders.map((f) => syncer.sync(f)));
+    await syncer.close();
+    await syncer.sync(folders[0]!);
+    await syncer.close();
+  });
+
+  it('fails the fsync of a folder that cannot be opened, and opens it afresh next time', async () => {
+    const syncer = new DirSyncer();
+    const folder = join(dir, 'not-yet');
+    await assert.rejects(syncer.sync(folder), { code: 'ENOENT' });
+    await mkdir(folder);
+    await syncer.sync(folder);
+    await syncer.close();
+  });
+
+  it('remembers a folder it has seen, without asking the filesystem again', async () => {
+    const syncer = new DirSyncer();
+    const folder = join(dir, 'seen');
+    await syncer.ensureDir(folder);
+    await rm(folder, { recursive: true });
+    // Folders under ROOT are never removed while the backend runs, so it does not look.
+    await syncer.ensureDir(folder);
+    await assert.rejects(stat(folder), { code: 'ENOENT' });
+    await syncer.close();
+  });
+});

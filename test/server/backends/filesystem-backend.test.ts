@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
-import { mkdir, readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { link, mkdir, readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { join, relative } from 'node:path';
 import type { Readable } from 'node:stream';
 import { afterEach, beforeEach, describe, it } from 'node:test';
@@ -21,8 +21,7 @@ function ref(id: string, namespace = NS, user = USER): BlobRef {
 }
 
 function layoutPath(root: string, r: BlobRef): string {
-  const { id } = r;
-  return join(root, r.user, r.namespace, id.slice(0, 2), id);
+  return join(root, r.user, r.namespace, r.id);
 }
 
 async function* chunks(...parts: (string | Buffer)[]): AsyncGenerator<Buffer> {
@@ -67,13 +66,13 @@ async function rejectsWith(promise: Promise<unknown>, code: BlobsErrorCode): Pro
   });
 }
 
-/** Every file under `root` outside the index folder, as paths relative to `root`. */
+/** Every file under `root` but the index and `.layout`, as paths relative to `root`. */
 async function filesOutsideIndex(root: string): Promise<string[]> {
   const entries = await readdir(root, { recursive: true, withFileTypes: true });
   return entries
     .filter((entry) => entry.isFile())
     .map((entry) => relative(root, join(entry.parentPath, entry.name)))
-    .filter((path) => !path.startsWith('.index'));
+    .filter((path) => !path.startsWith('.index') && path !== '.layout');
 }
 
 describe('FilesystemBackend', () => {
@@ -144,20 +143,13 @@ describe('FilesystemBackend', () => {
   });
 
   describe('write and open', () => {
-    it('stores a blob under the id-prefix layout and reads it back', async () => {
+    it('stores a blob in its namespace folder and reads it back', async () => {
       const result = await backend.write(ref('abcdefgh'), chunks('hello ', 'world'), LIMITS);
       assert.deepEqual(result, { size: 11 });
-      assert.equal(await readFile(layoutPath(root, ref('abcdefgh')), 'utf8'), 'hello world');
+      assert.equal(await readFile(join(root, USER, NS, 'abcdefgh'), 'utf8'), 'hello world');
       const opened = await backend.open(ref('abcdefgh'));
       assert.equal(opened.size, 11);
       assert.equal((await readAll(opened.stream)).toString(), 'hello world');
-    });
-
-    it('places a one-character id in a shard named after the whole id', async () => {
-      await backend.write(ref('a'), chunks('x'), LIMITS);
-      assert.equal(await readFile(join(root, USER, NS, 'a', 'a'), 'utf8'), 'x');
-      await backend.write(ref('ab'), chunks('y'), LIMITS);
-      assert.equal(await readFile(join(root, USER, NS, 'ab', 'ab'), 'utf8'), 'y');
     });
 
     it('reads inclusive byte ranges and reports the full size', async () => {
@@ -537,6 +529,81 @@ describe('FilesystemBackend', () => {
         'first',
         'third',
       ]);
+    });
+  });
+
+  describe('layout', () => {
+    /** Puts a blob of layout 1 (0.1.0) in place by hand: `{ns}/{id[0..2]}/{id}`. */
+    async function writeLayout1(id: string, content: string, flags?: string): Promise<string> {
+      const shard = join(root, USER, NS, id.slice(0, 2));
+      await mkdir(shard, { recursive: true });
+      await writeFile(join(shard, id), content);
+      if (flags !== undefined) await writeFile(join(shard, `${id}.flags`), flags);
+      return shard;
+    }
+
+    it('records the layout of a new root', async () => {
+      assert.deepEqual(JSON.parse(await readFile(join(root, '.layout'), 'utf8')), { layout: 2 });
+    });
+
+    it('moves the blobs of a layout-1 tree into their namespace folder, flags and all', async () => {
+      await backend.write(ref('kept-in-index'), chunks('indexed'), LIMITS);
+      await closeAsIfCrashed();
+      // As 0.1.0 left it: no .layout, blobs in shard folders.
+      await rm(join(root, '.layout'));
+      await rm(layoutPath(root, ref('kept-in-index')));
+      const shardA = await writeLayout1('kept-in-index', 'indexed');
+      const shardB = await writeLayout1('by-hand', 'written by 0.1.0', '["PENDING"]');
+      backend = await FilesystemBackend.open(root);
+      assert.equal(
+        (await readAll((await backend.open(ref('kept-in-index'))).stream)).toString(),
+        'indexed',
+      );
+      assert.equal(
+        (await readAll((await backend.open(ref('by-hand'))).stream)).toString(),
+        'written by 0.1.0',
+      );
+      assert.deepEqual(await backend.getFlags(ref('by-hand')), ['PENDING']);
+      await assert.rejects(stat(shardA), { code: 'ENOENT' });
+      await assert.rejects(stat(shardB), { code: 'ENOENT' });
+      assert.equal(await readFile(layoutPath(root, ref('by-hand')), 'utf8'), 'written by 0.1.0');
+      assert.deepEqual(JSON.parse(await readFile(join(root, '.layout'), 'utf8')), { layout: 2 });
+      assert.equal(await backend.usage(USER), 7 + 16);
+    });
+
+    it('finishes a move that a crash cut between its link and its unlink', async () => {
+      await closeAsIfCrashed();
+      await rm(join(root, '.layout'));
+      const shard = await writeLayout1('halfway', 'both names');
+      await link(join(shard, 'halfway'), layoutPath(root, ref('halfway')));
+      backend = await FilesystemBackend.open(root);
+      assert.equal(await backend.size(ref('halfway')), 10);
+      await assert.rejects(stat(shard), { code: 'ENOENT' });
+    });
+
+    it('never replaces a file while moving, and leaves what is not a blob', async () => {
+      await closeAsIfCrashed();
+      await rm(join(root, '.layout'));
+      const shard = await writeLayout1('taken', 'old copy');
+      await writeFile(layoutPath(root, ref('taken')), 'already here');
+      await writeFile(join(shard, 'not an id'), 'stray');
+      backend = await FilesystemBackend.open(root);
+      assert.equal(await readFile(layoutPath(root, ref('taken')), 'utf8'), 'already here');
+      assert.equal(await readFile(join(shard, 'taken'), 'utf8'), 'old copy');
+      assert.equal(await readFile(join(shard, 'not an id'), 'utf8'), 'stray');
+    });
+
+    it('refuses a root of a later layout, and a .layout that does not parse', async () => {
+      await backend.close();
+      await writeFile(join(root, '.layout'), '{"layout": 3}');
+      await assert.rejects(FilesystemBackend.open(root), {
+        code: 'unknown_layout',
+        message: /layout 3/,
+      });
+      await writeFile(join(root, '.layout'), 'not json');
+      await assert.rejects(FilesystemBackend.open(root), { code: 'unknown_layout' });
+      await writeFile(join(root, '.layout'), '{"layout": 2}');
+      backend = await FilesystemBackend.open(root);
     });
   });
 
