@@ -444,7 +444,9 @@ export class Daemon implements DaemonApi {
     return this.#api(async () => {
       for (let attempt = 0; ; attempt++) {
         await this.#registry.with(blobId, async (live) => {
-          const state = live.durableState ?? live.state;
+          // An eviction under way may not have dropped the copy yet: try it first.
+          if (attempt === 0 && (live.durableState ?? live.state) === 'evicting') return;
+          const state = await this.#pastEviction(live);
           if (state === 'failed') throw failedError(live);
           if (hasLocalCopy(state)) return;
           if (!state.startsWith('remote.')) {
@@ -497,7 +499,7 @@ export class Daemon implements DaemonApi {
           this.#requireRemote();
           this.#registry.send(live, { type: 'DOWNLOAD' });
         }
-        if (!hasLocalCopy(state)) await this.#fetch(live);
+        if (!hasLocalCopy(await this.#pastEviction(live))) await this.#fetch(live);
         return liveInfo(live);
       }),
     );
@@ -810,6 +812,20 @@ export class Daemon implements DaemonApi {
   }
 
   /** Downloads a REMOTE attachment at URGENT priority; rejects at its first failure. */
+  /**
+   * Waits until an eviction under way is over (its local copy may go at any moment), and
+   * resolves with the state from then.
+   */
+  async #pastEviction(live: LiveAttachment): Promise<string> {
+    const stateOf = (entry: LiveAttachment) => entry.durableState ?? entry.state;
+    if (stateOf(live) === 'evicting') {
+      await this.#registry.waitDurable(live, (entry) =>
+        stateOf(entry) === 'evicting' ? 'wait' : 'done',
+      );
+    }
+    return stateOf(live);
+  }
+
   async #fetch(live: LiveAttachment): Promise<void> {
     this.#requireRemote();
     if (live.state === 'remote.idle') this.#registry.send(live, { type: 'DOWNLOAD' });

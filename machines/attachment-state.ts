@@ -37,16 +37,18 @@ function topLevel(value: StateValue | string): string {
 
 /**
  * Maps a machine state value (or its dotted path) to the public flag: `local.*` → LOCAL,
- * `synced` and `evicting` (the local copy is still there) → SYNCED, `remote.*` and
- * `failed` → REMOTE, `none`, `deleting.*` and `deleted` → NONE.
+ * `synced` → SYNCED, `evicting`, `remote.*` and `failed` → REMOTE, `none`, `deleting.*`
+ * and `deleted` → NONE. `evicting` is REMOTE because its local copy may be gone at any
+ * moment: the flags never promise a copy that is being dropped. (A refused eviction goes
+ * back to `synced`.)
  */
 export function publicStateOf(value: StateValue | string): AttachmentStateFlag {
   switch (topLevel(value)) {
     case 'local':
       return AttachmentState.LOCAL;
     case 'synced':
-    case 'evicting':
       return AttachmentState.SYNCED;
+    case 'evicting':
     case 'remote':
     case 'failed':
       return AttachmentState.REMOTE;

@@ -1,7 +1,7 @@
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http';
-import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { ErrorBody } from '../wire/errors.js';
+import type { OpenedBlob } from './backends/blobs-backend.js';
 import { BlobsError } from './errors.js';
 
 /** How long, and how many bytes, a refused request's unread body is drained before closing. */
@@ -235,22 +235,38 @@ export class Exchange {
   }
 
   /**
-   * Copies exactly `size` bytes of `source` into the response already begun; a source
-   * that yields another count is a storage fault and cuts the connection. Destroys
-   * `source` on every path.
+   * Writes `chunk` and resolves once the socket has taken it (so its memory may be reused),
+   * rejecting with `ClientGoneError` if the client goes away first.
    */
-  async pipeFrom(source: Readable, size: number): Promise<void> {
+  writeFlushed(chunk: Buffer): Promise<void> {
+    const res = this.res;
+    if (res.destroyed)
+      return Promise.reject(new ClientGoneError('the client closed the connection'));
+    return new Promise<void>((resolve, reject) => {
+      const onClose = (): void => reject(new ClientGoneError('the client closed the connection'));
+      res.once('close', onClose);
+      res.write(chunk, (error) => {
+        res.off('close', onClose);
+        if (error)
+          reject(new ClientGoneError('the client closed the connection', { cause: error }));
+        else resolve();
+      });
+    });
+  }
+
+  /**
+   * Copies exactly `size` bytes of an opened blob into the response already begun; a blob
+   * that yields another count is a storage fault and cuts the connection. The blob is
+   * released on every path.
+   */
+  async pipeFrom(blob: OpenedBlob, size: number): Promise<void> {
     let sent = 0;
-    try {
-      for await (const chunk of source) {
-        sent += (chunk as Buffer).length;
-        if (sent > size) break;
-        await this.writeChunk(chunk as Buffer);
-        this.bytes += (chunk as Buffer).length;
-      }
-    } finally {
-      source.destroy();
-    }
+    await blob.pipeTo(async (chunk) => {
+      sent += chunk.length;
+      if (sent > size) throw new Error(`storage yielded more than the ${size} bytes of a blob`);
+      await this.writeFlushed(chunk);
+      this.bytes += chunk.length;
+    });
     if (sent !== size) throw new Error(`storage yielded ${sent} bytes of a ${size}-byte blob`);
   }
 }

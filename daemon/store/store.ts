@@ -68,7 +68,12 @@ interface PointerMark {
 }
 
 const META_DEVICE = 'deviceId';
-const META_COUNTS = 'attachmentCounts';
+/**
+ * Counts by status bucket. Version 2: `evicting` counts as REMOTE (it was SYNCED), so a
+ * store from before is counted afresh once, and its old key removed.
+ */
+const META_COUNTS = 'attachmentCounts.v2';
+const META_COUNTS_V1 = 'attachmentCounts';
 const DEFAULT_MAX_EVENTS = 10_000;
 const DOC_ERRORS = [ConflictError, DocumentNotFoundError, AlreadyDeletedError];
 
@@ -210,7 +215,13 @@ export class Store {
       if (category !== null) counts[category] += 1;
     }
     const value = JSON.stringify(counts);
-    await db.batch([{ type: 'put', sublevel: subs.meta, key: META_COUNTS, value }], { sync });
+    await db.batch(
+      [
+        { type: 'put', sublevel: subs.meta, key: META_COUNTS, value },
+        { type: 'del', sublevel: subs.meta, key: META_COUNTS_V1 },
+      ],
+      { sync },
+    );
     return counts;
   }
 

@@ -37,10 +37,23 @@ export interface WriteOptions {
   flags?: BlobFlag[];
 }
 
-/** An open blob: its size and a stream of the requested bytes. The caller consumes or destroys it. */
+/**
+ * An open blob: its size, and its requested bytes read in one of two ways, once. The caller
+ * reads it with `pipeTo` or `stream()`, or releases it with `close()`.
+ */
 export interface OpenedBlob {
   size: number;
-  stream: Readable;
+  /**
+   * Hands the requested bytes to `sink` in order and resolves after the last one; rejects
+   * with the sink's or the storage's error. A chunk is only valid until the promise `sink`
+   * returned for it settles, since the backend may read the next bytes into the same
+   * memory: a sink that keeps bytes must copy them. Releases the blob on every path.
+   */
+  pipeTo(sink: (chunk: Buffer) => Promise<void>): Promise<void>;
+  /** The requested bytes as a stream, which owns the blob from then on (consume or destroy it). */
+  stream(): Readable;
+  /** Releases a blob that is not read. */
+  close(): Promise<void>;
 }
 
 /**

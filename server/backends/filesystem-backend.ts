@@ -21,6 +21,7 @@
 import type { FileHandle } from 'node:fs/promises';
 import { link, mkdir, open, readdir, realpath, rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import type { Readable } from 'node:stream';
 import { type Logger, pino } from 'pino';
 import type { BlobFlag } from '../../wire/flags.js';
 import { BlobsError } from '../errors.js';
@@ -48,6 +49,7 @@ import {
 import { migrateLayout } from './filesystem-migrate.js';
 import { reconcile, repairFlagsFiles } from './filesystem-reconcile.js';
 import { KeyMutex } from './key-mutex.js';
+import { noteReceived } from './received-bytes.js';
 
 /** Read size of blob streams; large reads are what makes big downloads fast. */
 const READ_CHUNK = 1024 * 1024;
@@ -109,6 +111,84 @@ async function writeAll(handle: FileHandle, chunks: Buffer[]): Promise<void> {
 }
 
 function ignore(): void {}
+
+/**
+ * A blob file open for reading bytes `start..end` (inclusive; `end` < `start` for none).
+ * `pipeTo` reads into two buffers in turn, each refilled only once the sink is done with
+ * it, so a large read allocates 2 × READ_CHUNK however big the blob: while one buffer goes
+ * to the sink, the next bytes are read into the other.
+ */
+class OpenedFile implements OpenedBlob {
+  readonly size: number;
+  readonly #handle: FileHandle;
+  readonly #start: number;
+  readonly #end: number;
+  #used = false;
+
+  constructor(handle: FileHandle, size: number, start: number, end: number) {
+    this.#handle = handle;
+    this.size = size;
+    this.#start = start;
+    this.#end = end;
+  }
+
+  #take(): void {
+    if (this.#used) throw new Error('an opened blob is read once');
+    this.#used = true;
+  }
+
+  async pipeTo(sink: (chunk: Buffer) => Promise<void>): Promise<void> {
+    this.#take();
+    const handle = this.#handle;
+    let position = this.#start;
+    let left = this.#end - this.#start + 1;
+    const length = Math.min(READ_CHUNK, Math.max(left, 0));
+    const buffers = [Buffer.allocUnsafeSlow(length), Buffer.allocUnsafeSlow(length)] as const;
+    const readInto = (buffer: Buffer): Promise<number> =>
+      handle
+        .read(buffer, 0, Math.min(buffer.length, left), position)
+        .then(({ bytesRead }) => bytesRead);
+    let reading: Promise<number> | undefined;
+    let sinking: Promise<void> = Promise.resolve();
+    try {
+      let turn = 0;
+      reading = left > 0 ? readInto(buffers[0]) : undefined;
+      while (reading !== undefined) {
+        const bytesRead = await reading;
+        reading = undefined;
+        if (bytesRead === 0) throw new Error('the blob file is shorter than its size');
+        const chunk = buffers[turn]!.subarray(0, bytesRead);
+        position += bytesRead;
+        left -= bytesRead;
+        // The other buffer is free once the sink is done with the chunk it held.
+        await sinking;
+        turn = 1 - turn;
+        if (left > 0) reading = readInto(buffers[turn]!);
+        sinking = sink(chunk);
+      }
+      await sinking;
+    } finally {
+      await Promise.allSettled([reading, sinking]);
+      await handle.close();
+    }
+  }
+
+  stream(): Readable {
+    this.#take();
+    // The stream owns the handle from here and closes it at its end or destroy.
+    return this.#handle.createReadStream({
+      start: this.#start,
+      end: this.#end >= this.#start ? this.#end : undefined,
+      highWaterMark: READ_CHUNK,
+    });
+  }
+
+  async close(): Promise<void> {
+    if (this.#used) return;
+    this.#used = true;
+    await this.#handle.close();
+  }
+}
 
 export class FilesystemBackend implements BlobsBackend {
   private readonly root: string;
@@ -234,13 +314,7 @@ export class FilesystemBackend implements BlobsBackend {
             `bytes ${range.start}-${range.end} of a ${size}-byte blob`,
           );
         }
-        // The stream owns the handle from here and closes it at its end or destroy.
-        const stream = handle.createReadStream({
-          start: range?.start ?? 0,
-          end: range?.end,
-          highWaterMark: READ_CHUNK,
-        });
-        return { size, stream };
+        return new OpenedFile(handle, size, range?.start ?? 0, range?.end ?? size - 1);
       } catch (error) {
         await handle.close();
         throw error;
@@ -453,18 +527,33 @@ export class FilesystemBackend implements BlobsBackend {
     let size = 0;
     let batch: Buffer[] = [];
     let batchBytes = 0;
+    // Past its first batch a body is large: its chunks are copied into two buffers used in
+    // turn, so each chunk is garbage as soon as it is copied (and dies in the young
+    // generation) instead of waiting in a batch long enough to reach the old one.
+    let copy: { buffers: [Buffer, Buffer]; turn: 0 | 1; fill: number } | undefined;
     let writing: Promise<void> = Promise.resolve();
     // A large body is flushed to the disk while it arrives, so the final fsync is short.
     let syncing: Promise<void> = Promise.resolve();
     let syncingNow = false;
     let unsynced = 0;
     const flush = async () => {
+      // The write before this one was of the other copy buffer: once it is done, that
+      // buffer may be filled again.
       await writing;
-      unsynced += batchBytes;
-      writing = writeAll(handle, batch);
+      let out: Buffer[];
+      if (copy === undefined) {
+        out = batch;
+        unsynced += batchBytes;
+        batch = [];
+        batchBytes = 0;
+      } else {
+        out = [copy.buffers[copy.turn].subarray(0, copy.fill)];
+        unsynced += copy.fill;
+        copy.turn = copy.turn === 0 ? 1 : 0;
+        copy.fill = 0;
+      }
+      writing = writeAll(handle, out);
       writing.catch(ignore);
-      batch = [];
-      batchBytes = 0;
       if (unsynced >= EARLY_SYNC_BYTES && !syncingNow) {
         unsynced = 0;
         syncingNow = true;
@@ -490,9 +579,30 @@ export class FilesystemBackend implements BlobsBackend {
           throw new BlobsError('invalid_request', `the body is longer than ${expectedSize} bytes`);
         }
         this.reserve(reservation, size, quota);
-        batch.push(chunk);
-        batchBytes += chunk.length;
-        if (batchBytes >= WRITE_BATCH_BYTES || batch.length >= WRITE_BATCH_CHUNKS) await flush();
+        noteReceived(chunk.length);
+        if (copy === undefined) {
+          batch.push(chunk);
+          batchBytes += chunk.length;
+          if (batchBytes >= WRITE_BATCH_BYTES || batch.length >= WRITE_BATCH_CHUNKS) {
+            await flush();
+            copy = {
+              buffers: [
+                Buffer.allocUnsafeSlow(WRITE_BATCH_BYTES),
+                Buffer.allocUnsafeSlow(WRITE_BATCH_BYTES),
+              ],
+              turn: 0,
+              fill: 0,
+            };
+          }
+          continue;
+        }
+        for (let offset = 0; offset < chunk.length; ) {
+          const target = copy.buffers[copy.turn];
+          const copied = chunk.copy(target, copy.fill, offset);
+          copy.fill += copied;
+          offset += copied;
+          if (copy.fill === target.length) await flush();
+        }
       }
       await flush();
       await writing;

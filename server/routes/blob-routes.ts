@@ -91,7 +91,7 @@ async function sendBlob(
       ? await context.backend.open(ref, decision.range)
       : await context.backend.open(ref);
   exchange.res.writeHead(status, headers);
-  await exchange.pipeFrom(opened.stream, length);
+  await exchange.pipeFrom(opened, length);
   exchange.res.end();
 }
 

@@ -54,10 +54,10 @@ async function download(
     try {
       await exchange.writeChunk(encodeDownloadEntryHeader({ id, size: opened.size }));
     } catch (error) {
-      opened.stream.destroy();
+      await opened.close();
       throw error;
     }
-    await exchange.pipeFrom(opened.stream, opened.size);
+    await exchange.pipeFrom(opened, opened.size);
   }
   exchange.res.end();
 }

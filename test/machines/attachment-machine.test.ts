@@ -350,7 +350,7 @@ describe('attachment machine', () => {
       const t = await synced();
       t.actor.send({ type: 'EVICT' });
       assert.equal(t.path(), 'evicting');
-      assert.equal(publicStateOf(t.actor.getSnapshot().value), AttachmentState.SYNCED);
+      assert.equal(publicStateOf(t.actor.getSnapshot().value), AttachmentState.REMOTE);
       assert.equal(t.lastEvict().input.blobId, INPUT.blobId);
       t.lastEvict().resolve();
       await t.reach('remote.idle');

@@ -20,7 +20,7 @@ describe('publicStateOf', () => {
       'local.retrying': AttachmentState.LOCAL,
       'local.rejected': AttachmentState.LOCAL,
       synced: AttachmentState.SYNCED,
-      evicting: AttachmentState.SYNCED,
+      evicting: AttachmentState.REMOTE,
       'remote.idle': AttachmentState.REMOTE,
       'remote.queued': AttachmentState.REMOTE,
       'remote.downloading': AttachmentState.REMOTE,

@@ -235,8 +235,8 @@ describe('a daemon killed with SIGKILL in the middle of its work', () => {
           assert.ok(info !== undefined, `${blobId} is lost`);
           assert.notEqual(info.state, AttachmentState.LOCAL, `${blobId} is ${info.machineState}`);
           const local = await sizeOf(localBlobPath(rig.dir, blobId));
-          // `evicting` (still SYNCED outwardly) may have dropped its copy before the kill;
-          // its re-run at start then records remote.idle.
+          // `evicting` (REMOTE outwardly) may have dropped its copy before the kill; its
+          // re-run at start then records remote.idle. Only `synced` promises a copy.
           if (info.machineState === 'synced') {
             assert.equal(local, info.size, `${blobId} is ${info.machineState} without its copy`);
           }

@@ -99,6 +99,56 @@ describe('Daemon attachments against a blobs server', () => {
     assert.equal(await hasLocalEnvelope(h.daemon, blobId), true);
   });
 
+  it('reports an attachment being evicted as REMOTE, and still opens it meanwhile', async () => {
+    const { blobId, plaintext } = await docWithAttachment(h.daemon, 100 * KiB);
+    await h.daemon.uploadAttachment(blobId);
+    // A stopped server holds the eviction at its check that the server has the blob.
+    const pid = h.server!.pid;
+    process.kill(pid, 'SIGSTOP');
+    let evicting: Promise<unknown> | undefined;
+    try {
+      evicting = h.daemon.evictAttachment(blobId);
+      evicting.catch(() => {});
+      await waitFor(
+        async () => (await h.daemon.getAttachmentInfo(blobId))?.machineState === 'evicting',
+        { timeoutMs: 10_000, what: 'the attachment to be evicting' },
+      );
+      const info = await h.daemon.getAttachmentInfo(blobId);
+      assert.equal(info?.state, AttachmentState.REMOTE, 'a copy being dropped is not promised');
+      // The copy is still there: an open reads it without the server.
+      assert.deepEqual(await readAll(await h.daemon.openAttachment(blobId)), plaintext);
+    } finally {
+      process.kill(pid, 'SIGCONT');
+    }
+    assert.equal(((await evicting) as { state: number }).state, AttachmentState.REMOTE);
+    // A download asked for now waits out nothing and fetches the blob back.
+    assert.equal((await h.daemon.downloadAttachment(blobId)).state, AttachmentState.SYNCED);
+    assert.deepEqual(await readAll(await h.daemon.openAttachment(blobId)), plaintext);
+  });
+
+  it('makes a download asked for during an eviction wait for it, then fetch the blob', async () => {
+    const { blobId, plaintext } = await docWithAttachment(h.daemon, 100 * KiB);
+    await h.daemon.uploadAttachment(blobId);
+    const pid = h.server!.pid;
+    process.kill(pid, 'SIGSTOP');
+    let downloaded: Promise<{ state: number }> | undefined;
+    try {
+      const evicting = h.daemon.evictAttachment(blobId);
+      evicting.catch(() => {});
+      await waitFor(
+        async () => (await h.daemon.getAttachmentInfo(blobId))?.machineState === 'evicting',
+        { timeoutMs: 10_000, what: 'the attachment to be evicting' },
+      );
+      downloaded = h.daemon.downloadAttachment(blobId);
+      downloaded.catch(() => {});
+    } finally {
+      process.kill(pid, 'SIGCONT');
+    }
+    assert.equal((await downloaded).state, AttachmentState.SYNCED);
+    assert.equal(await hasLocalEnvelope(h.daemon, blobId), true);
+    assert.deepEqual(await readAll(await h.daemon.openAttachment(blobId)), plaintext);
+  });
+
   it('refuses to evict a pinned attachment, and evicts it once unpinned', async () => {
     const { blobId } = await docWithAttachment(h.daemon, 10 * KiB);
     await h.daemon.uploadAttachment(blobId);

@@ -149,27 +149,64 @@ describe('FilesystemBackend', () => {
       assert.equal(await readFile(join(root, USER, NS, 'abcdefgh'), 'utf8'), 'hello world');
       const opened = await backend.open(ref('abcdefgh'));
       assert.equal(opened.size, 11);
-      assert.equal((await readAll(opened.stream)).toString(), 'hello world');
+      assert.equal((await readAll(opened.stream())).toString(), 'hello world');
     });
 
     it('reads inclusive byte ranges and reports the full size', async () => {
       await backend.write(ref('ranged'), chunks('0123456789'), LIMITS);
       const middle = await backend.open(ref('ranged'), { start: 2, end: 5 });
       assert.equal(middle.size, 10);
-      assert.equal((await readAll(middle.stream)).toString(), '2345');
+      assert.equal((await readAll(middle.stream())).toString(), '2345');
       const last = await backend.open(ref('ranged'), { start: 9, end: 9 });
-      assert.equal((await readAll(last.stream)).toString(), '9');
+      assert.equal((await readAll(last.stream())).toString(), '9');
       await rejectsWith(
         backend.open(ref('ranged'), { start: 10, end: 10 }),
         'range_not_satisfiable',
       );
     });
 
+    it('pipes a blob of several read chunks, whole and by range, to a sink that copies', async () => {
+      const bytes = Buffer.alloc(2.5 * 1024 * 1024);
+      for (let i = 0; i < bytes.length; i++) bytes[i] = (i * 7 + (i >> 12)) & 0xff;
+      await backend.write(ref('large'), chunks(bytes), { quota: bytes.length, maxSize: bytes.length });
+      const collect = async (range?: { start: number; end: number }) => {
+        const copies: Buffer[] = [];
+        const opened = await backend.open(ref('large'), range);
+        await opened.pipeTo(async (chunk) => {
+          // The next chunk may be read into this memory once the promise settles.
+          copies.push(Buffer.from(chunk));
+          await new Promise((resolve) => setImmediate(resolve));
+        });
+        return Buffer.concat(copies);
+      };
+      assert.ok((await collect()).equals(bytes));
+      const range = { start: 1_000_000, end: 2_200_000 };
+      assert.ok((await collect(range)).equals(bytes.subarray(range.start, range.end + 1)));
+    });
+
+    it('stops reading when the sink fails, and can close a blob it never reads', async () => {
+      await backend.write(ref('piped'), chunks('abc'), LIMITS);
+      const opened = await backend.open(ref('piped'));
+      await assert.rejects(
+        opened.pipeTo(async () => {
+          throw new Error('client gone');
+        }),
+        /client gone/,
+      );
+      await assert.rejects(
+        opened.pipeTo(async () => {}),
+        /read once/,
+      );
+      const unread = await backend.open(ref('piped'));
+      await unread.close();
+      await unread.close();
+    });
+
     it('stores an empty blob', async () => {
       assert.deepEqual(await backend.write(ref('empty'), chunks(), LIMITS), { size: 0 });
       const opened = await backend.open(ref('empty'));
       assert.equal(opened.size, 0);
-      assert.equal((await readAll(opened.stream)).length, 0);
+      assert.equal((await readAll(opened.stream())).length, 0);
     });
 
     it('keeps users and namespaces apart', async () => {
@@ -187,7 +224,7 @@ describe('FilesystemBackend', () => {
     it('refuses a second write of the same id', async () => {
       await backend.write(ref('once'), chunks('first'), LIMITS);
       await rejectsWith(backend.write(ref('once'), chunks('second'), LIMITS), 'blob_exists');
-      assert.equal((await readAll((await backend.open(ref('once'))).stream)).toString(), 'first');
+      assert.equal((await readAll((await backend.open(ref('once'))).stream())).toString(), 'first');
     });
 
     it('refuses to write a deleted id again', async () => {
@@ -311,7 +348,7 @@ describe('FilesystemBackend', () => {
       for (const r of results) {
         if (r.status === 'rejected') assert.equal((r.reason as BlobsError).code, 'blob_exists');
       }
-      const stored = await readAll((await backend.open(ref('contested'))).stream);
+      const stored = await readAll((await backend.open(ref('contested'))).stream());
       assert.ok(stored.equals(bodies[winners[0]!]!));
       assert.equal(await backend.usage(USER), stored.length);
       assert.deepEqual(await readdir(join(root, '.tmp')), []);
@@ -327,7 +364,7 @@ describe('FilesystemBackend', () => {
       gated.finish();
       assert.deepEqual(await writing, { size: 23 });
       const opened = await backend.open(ref('slow'));
-      assert.equal((await readAll(opened.stream)).toString(), 'first half, second half');
+      assert.equal((await readAll(opened.stream())).toString(), 'first half, second half');
     });
 
     it('finishes a read that started before the blob was deleted', async () => {
@@ -338,7 +375,7 @@ describe('FilesystemBackend', () => {
       });
       const opened = await backend.open(ref('reading'));
       await backend.delete(ref('reading'));
-      assert.ok((await readAll(opened.stream)).equals(body));
+      assert.ok((await readAll(opened.stream())).equals(body));
     });
 
     it('stores flags given with the write from the moment the blob is visible', async () => {
@@ -521,7 +558,7 @@ describe('FilesystemBackend', () => {
       assert.deepEqual(await backend.list(USER, { namespace: NS, deleted: true }), ['deleted']);
       await rejectsWith(backend.write(ref('deleted'), chunks('x'), LIMITS), 'blob_deleted');
       const opened = await backend.open(ref('second'));
-      assert.equal((await readAll(opened.stream)).toString(), 'second body');
+      assert.equal((await readAll(opened.stream())).toString(), 'second body');
       await backend.write(ref('fourth'), chunks('x'), LIMITS);
       assert.deepEqual(await backend.list(USER, { namespace: NS, orderBy: '-date' }), [
         'fourth',
@@ -556,11 +593,11 @@ describe('FilesystemBackend', () => {
       const shardB = await writeLayout1('by-hand', 'written by 0.1.0', '["PENDING"]');
       backend = await FilesystemBackend.open(root);
       assert.equal(
-        (await readAll((await backend.open(ref('kept-in-index'))).stream)).toString(),
+        (await readAll((await backend.open(ref('kept-in-index'))).stream())).toString(),
         'indexed',
       );
       assert.equal(
-        (await readAll((await backend.open(ref('by-hand'))).stream)).toString(),
+        (await readAll((await backend.open(ref('by-hand'))).stream())).toString(),
         'written by 0.1.0',
       );
       assert.deepEqual(await backend.getFlags(ref('by-hand')), ['PENDING']);
