@@ -18,8 +18,19 @@ export class RawPeerProcess {
     this.#exited = exited;
   }
 
-  static async start(timeoutMs = 10_000): Promise<RawPeerProcess> {
-    const child = spawn(process.execPath, [PEER_SCRIPT], { stdio: ['pipe', 'pipe', 'inherit'] });
+  /** `scratch`: where `/file-sink` leaves its files for the caller to remove. */
+  static async start(
+    options: { timeoutMs?: number; scratch?: string } = {},
+  ): Promise<RawPeerProcess> {
+    const timeoutMs = options.timeoutMs ?? 10_000;
+    const env =
+      options.scratch === undefined
+        ? process.env
+        : { ...process.env, SOLEDAD_BENCH_SCRATCH: options.scratch };
+    const child = spawn(process.execPath, [PEER_SCRIPT], {
+      stdio: ['pipe', 'pipe', 'inherit'],
+      env,
+    });
     const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
     let timer: NodeJS.Timeout | undefined;
     try {

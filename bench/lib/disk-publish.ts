@@ -11,6 +11,12 @@ export interface DiskPublishOptions {
   inFlight: number;
   /** Also fsync the destination folder after each link, as a durable publish needs. */
   syncDir: boolean;
+  /**
+   * Leave the files for the caller, who removes `parent` later. On a filesystem mounted
+   * with `discard`, removing files sends TRIMs to the device, which slow down whatever is
+   * measured right after; a bench that defers its removals keeps them out of its figures.
+   */
+  keep?: boolean;
 }
 
 /**
@@ -53,16 +59,21 @@ export async function diskPublishRate(options: DiskPublishOptions): Promise<numb
     await Promise.all(Array.from({ length: options.inFlight }, worker));
     return options.files / ((performance.now() - started) / 1000);
   } finally {
-    await rm(dir, { recursive: true, force: true });
+    if (options.keep !== true) await rm(dir, { recursive: true, force: true });
   }
 }
 
 /**
  * The disk's own rate for one large durable file: write `total` bytes (`block` again and
  * again) to a new file in a temp folder under `parent`, fsync, close. Resolves with bytes
- * per second; the file is removed.
+ * per second; the file is removed unless `keep` (see `DiskPublishOptions.keep`).
  */
-export async function diskWriteRate(parent: string, block: Buffer, total: number): Promise<number> {
+export async function diskWriteRate(
+  parent: string,
+  block: Buffer,
+  total: number,
+  keep = false,
+): Promise<number> {
   const dir = await mkdtemp(join(parent, 'soledad-bench-disk-'));
   try {
     const started = performance.now();
@@ -75,6 +86,6 @@ export async function diskWriteRate(parent: string, block: Buffer, total: number
     }
     return total / ((performance.now() - started) / 1000);
   } finally {
-    await rm(dir, { recursive: true, force: true });
+    if (!keep) await rm(dir, { recursive: true, force: true });
   }
 }

@@ -3,7 +3,9 @@
 // listening, then serves until killed:
 //   PUT  /sink          reads the body, discards it, answers {"bytes": n}
 //   PUT  /file-sink     writes the body to a new file in a temp folder (1 MiB writes), fsyncs
-//                       it, removes it, answers {"bytes": n}: the durable work of a blob PUT
+//                       it, answers {"bytes": n}: the durable work of a blob PUT. The file is
+//                       removed at once, or, when SOLEDAD_BENCH_SCRATCH names a folder, left
+//                       in it for the bench to remove later (see DiskPublishOptions.keep)
 //   GET  /source?bytes=n  n bytes, written from one reused random 1 MiB buffer with backpressure
 //   GET  /ids?n=n         a JSON array of n random UUIDs (the shape of a blob listing)
 import { randomBytes, randomUUID } from 'node:crypto';
@@ -46,8 +48,10 @@ async function writeBytes(res: ServerResponse, total: number): Promise<void> {
   res.end();
 }
 
+const SCRATCH = process.env.SOLEDAD_BENCH_SCRATCH;
+
 async function writeToFile(req: IncomingMessage, res: ServerResponse): Promise<void> {
-  const dir = await mkdtemp(join(tmpdir(), 'soledad-bench-file-sink-'));
+  const dir = await mkdtemp(join(SCRATCH ?? tmpdir(), 'soledad-bench-file-sink-'));
   try {
     const path = join(dir, 'body');
     await pipeline(req, createWriteStream(path, { flush: true, highWaterMark: 1024 * 1024 }));
@@ -55,7 +59,7 @@ async function writeToFile(req: IncomingMessage, res: ServerResponse): Promise<v
   } catch {
     res.destroy();
   } finally {
-    await rm(dir, { recursive: true, force: true });
+    if (SCRATCH === undefined) await rm(dir, { recursive: true, force: true });
   }
 }
 
