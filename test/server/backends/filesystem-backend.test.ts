@@ -168,7 +168,10 @@ describe('FilesystemBackend', () => {
     it('pipes a blob of several read chunks, whole and by range, to a sink that copies', async () => {
       const bytes = Buffer.alloc(2.5 * 1024 * 1024);
       for (let i = 0; i < bytes.length; i++) bytes[i] = (i * 7 + (i >> 12)) & 0xff;
-      await backend.write(ref('large'), chunks(bytes), { quota: bytes.length, maxSize: bytes.length });
+      await backend.write(ref('large'), chunks(bytes), {
+        quota: bytes.length,
+        maxSize: bytes.length,
+      });
       const collect = async (range?: { start: number; end: number }) => {
         const copies: Buffer[] = [];
         const opened = await backend.open(ref('large'), range);
