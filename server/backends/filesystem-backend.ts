@@ -153,6 +153,7 @@ class OpenedFile implements OpenedBlob {
     try {
       let turn = 0;
       reading = left > 0 ? readInto(buffers[0]) : undefined;
+      reading?.catch(ignore);
       while (reading !== undefined) {
         const bytesRead = await reading;
         reading = undefined;
@@ -163,8 +164,13 @@ class OpenedFile implements OpenedBlob {
         // The other buffer is free once the sink is done with the chunk it held.
         await sinking;
         turn = 1 - turn;
-        if (left > 0) reading = readInto(buffers[turn]!);
+        if (left > 0) {
+          reading = readInto(buffers[turn]!);
+          // Awaited in turn; a failure meanwhile must not count as unhandled.
+          reading.catch(ignore);
+        }
         sinking = sink(chunk);
+        sinking.catch(ignore);
       }
       await sinking;
     } finally {

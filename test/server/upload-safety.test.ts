@@ -217,6 +217,27 @@ describe('upload safety', () => {
       assert.equal(full.status, 200, full.text);
     });
 
+    it('survives clients that go away in the middle of a large download', async () => {
+      const path = `/blobs/${user.uuid}/read-and-dropped`;
+      const body = randomBytes(8 * 1024 * 1024);
+      assert.equal((await api(path, { method: 'PUT', body })).status, 200);
+      for (let i = 0; i < 3; i++) {
+        const socket = await openSocket(server.url);
+        const firstBytes = new Promise<void>((resolve) => socket.once('data', () => resolve()));
+        socket.write(
+          `GET ${path} HTTP/1.1\r\nHost: test\r\nAuthorization: ${user.authorization}\r\n\r\n`,
+        );
+        await firstBytes;
+        // Gone while the server has a read in flight and a write pending.
+        socket.destroy();
+      }
+      await requestLogged(server, 'GET', 'read-and-dropped');
+      assert.equal(server.running, true);
+      const whole = await api(path);
+      assert.equal(whole.status, 200);
+      assert.ok(whole.body.equals(body));
+    });
+
     it('answers 404 at once for a GET during an unfinished PUT of the same id', async () => {
       const path = `/blobs/${user.uuid}/in-progress`;
       const { socket, received } = await startUpload(server, path, user, 20);
