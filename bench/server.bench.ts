@@ -15,15 +15,20 @@
 //    requests of 1000 blobs in flight) they took ~200 s here, most of the time budget.
 //
 // Each figure is the median of SOLEDAD_BENCH_REPS rounds (default 3), with the spread.
+// Disk-bound measures start after `sync(1)`, so none pays for the writeback of the one
+// before, and alternate their order between rounds; files are removed only at the end (on
+// a filesystem mounted with `discard`, a removal's TRIMs slowed the next measure 2–4×).
 // Knobs for quick runs: SOLEDAD_BENCH_BYTES (a multiple of 1 MiB, default 1 GiB),
 // SOLEDAD_BENCH_REPS, SOLEDAD_BENCH_LIST_BLOBS (default 100000), SOLEDAD_BENCH_POPULATE
 // (backend or stream). Exits 0 whether targets pass or fail (the table says which);
 // non-zero only when the bench itself breaks.
+import { execFile } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
+import { promisify } from 'node:util';
 import { Pool } from 'undici';
 import {
   type ServerProcess,
@@ -87,6 +92,7 @@ interface Row {
 }
 
 const rows: Row[] = [];
+const execFileAsync = promisify(execFile);
 
 function progress(text: string): void {
   console.log(`  … ${text}`);
@@ -188,8 +194,14 @@ async function largeTransfers(server: ServerProcess, user: ServerUser, raw: RawP
       const blobPath = `/blobs/${user.uuid}/${id}`;
       // Odd rounds measure the raw peer first, even rounds the server, so order cancels out.
       const rawFirst = rep % 2 === 1;
-      const rawPut = () => withRss(raw.pid, () => timedPut(rawPool, '/sink', {}));
-      const serverPut = () => withRss(server.pid, () => timedPut(serverPool, blobPath, auth));
+      const rawPut = async () => {
+        await flushDisk();
+        return withRss(raw.pid, () => timedPut(rawPool, '/sink', {}));
+      };
+      const serverPut = async () => {
+        await flushDisk();
+        return withRss(server.pid, () => timedPut(serverPool, blobPath, auth));
+      };
       const rawGet = () => withRss(raw.pid, () => timedGet(rawPool, `/source?bytes=${TOTAL}`, {}));
       const serverGet = () => withRss(server.pid, () => timedGet(serverPool, blobPath, auth));
       const puts = await inOrder(rawFirst, rawPut, serverPut);
@@ -198,7 +210,9 @@ async function largeTransfers(server: ServerProcess, user: ServerUser, raw: RawP
       const [putSeconds, putRss] = puts.server;
       const [rawGetSeconds, rawGetRss] = gets.raw;
       const [getSeconds, getRss] = gets.server;
+      await flushDisk();
       put.disk.push(await diskWriteRate(scratch, BLOCK, TOTAL, true));
+      await flushDisk();
       put.rawFile.push(TOTAL / (await timedPut(rawPool, '/file-sink', {})));
       put.raw.push(TOTAL / rawPutSeconds);
       put.server.push(TOTAL / putSeconds);
@@ -354,15 +368,26 @@ async function smallBlobs(server: ServerProcess, user: ServerUser) {
         inFlight: DISK_IN_FLIGHT,
       };
       const measureDisk = async (): Promise<void> => {
+        await flushDisk();
         disk.push(await diskPublishRate({ ...common, syncDir: false }));
+        await flushDisk();
         diskDirSync.push(await diskPublishRate({ ...common, syncDir: true }));
       };
-      // The disk goes first in odd rounds and last in even ones.
+      const measurePuts = async (): Promise<void> => {
+        await flushDisk();
+        puts.push(await separatePuts(pool, user, `small${rep}`));
+      };
+      const measureStream = async (): Promise<void> => {
+        await flushDisk();
+        const seconds = await streamUpload(pool, user, `stream${rep}`, SMALL_COUNT, SMALL_SIZE);
+        streams.push(SMALL_COUNT / seconds);
+      };
+      // The disk goes first in odd rounds and last in even ones; the stream upload goes
+      // before the separate PUTs in odd rounds and after them in even ones.
       if (rep % 2 === 1) await measureDisk();
-      puts.push(await separatePuts(pool, user, `small${rep}`));
-      streams.push(
-        SMALL_COUNT / (await streamUpload(pool, user, `stream${rep}`, SMALL_COUNT, SMALL_SIZE)),
-      );
+      if (rep % 2 === 1) await measureStream();
+      await measurePuts();
+      if (rep % 2 === 0) await measureStream();
       if (rep % 2 === 0) await measureDisk();
       progress(
         `round ${rep}: disk ${perSecond(disk.at(-1)!)} (with folder fsync ${perSecond(diskDirSync.at(-1)!)}), ` +
@@ -586,6 +611,14 @@ function report(): void {
       table,
     )}\n`,
   );
+}
+
+/**
+ * Writes every dirty page of the machine to disk (`sync(1)`) before a timed measure, so
+ * that none pays for the writeback of the one before it.
+ */
+async function flushDisk(): Promise<void> {
+  await execFileAsync('sync', []);
 }
 
 /**
