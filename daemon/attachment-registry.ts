@@ -12,7 +12,7 @@ import {
   restoreAttachmentActor,
 } from '../machines/index.js';
 import { DaemonError } from './daemon-error.js';
-import type { AttachmentRecord, Store } from './store/index.js';
+import type { AttachmentRecord, Store, Transaction } from './store/index.js';
 
 /** The daemon's time source: XState's timer clock plus `now()` for back-off deadlines. */
 export interface DaemonClock {
@@ -198,12 +198,16 @@ export class AttachmentRegistry {
    * Creates the actor of a new attachment, sends it `event` (`STORED` or `REMOTE_FOUND`)
    * and resolves once its record is durable. A live actor for the same blob is refused.
    */
-  async create(input: AttachmentInput, event: AttachmentEvent): Promise<LiveAttachment> {
+  async create(
+    input: AttachmentInput,
+    event: AttachmentEvent,
+    withFirst?: (tx: Transaction) => void,
+  ): Promise<LiveAttachment> {
     this.#checkRunning();
     if (this.#busy(input.blobId)) {
       throw new DaemonError('invalid_state', `attachment ${input.blobId} is in motion`);
     }
-    return this.#untilFirstDurable(this.#spawn(input, event, null));
+    return this.#untilFirstDurable(this.#spawn(input, event, null, withFirst));
   }
 
   /**
@@ -247,10 +251,12 @@ export class AttachmentRegistry {
   }
 
   /** Creates, starts and adopts a new actor, then sends it `event`; held for the caller. */
+  /** `withFirst` adds its changes to the commit of the first record (its envelope, say). */
   #spawn(
     input: AttachmentInput,
     event: AttachmentEvent,
     previousState: string | null,
+    withFirst?: (tx: Transaction) => void,
   ): LiveAttachment {
     const actor = createActor(this.#machine, { input, clock: this.#clock });
     actor.start();
@@ -258,7 +264,7 @@ export class AttachmentRegistry {
     const live = new LiveAttachment(input.blobId, actor, previousState);
     this.#adopt(live);
     live.holds += 1;
-    this.#changed(live, actor.getSnapshot());
+    this.#changed(live, actor.getSnapshot(), withFirst);
     return live;
   }
 
@@ -460,7 +466,11 @@ export class AttachmentRegistry {
     );
   }
 
-  #changed(live: LiveAttachment, snapshot: AttachmentSnapshot): void {
+  #changed(
+    live: LiveAttachment,
+    snapshot: AttachmentSnapshot,
+    withFirst?: (tx: Transaction) => void,
+  ): void {
     if (snapshot === live.seen) return;
     live.seen = snapshot;
     const state = attachmentStatePath(snapshot);
@@ -475,6 +485,7 @@ export class AttachmentRegistry {
     const persisted = live.actor.getPersistedSnapshot();
     live.pending += 1;
     const commit = this.#store.commit((tx) => {
+      withFirst?.(tx);
       tx.putAttachment(persisted, { event });
     });
     this.#commits.add(commit);

@@ -23,6 +23,11 @@ export interface BlobTransfersOptions {
   /** The batchers whose members claim their share of a `/stream` request. */
   uploads: TransferBatcher | undefined;
   downloads: TransferBatcher | undefined;
+  /**
+   * Resolves once the attachment's first record is durable: a put's small envelope is
+   * written in that commit, so an upload reads the envelope only after it.
+   */
+  stored(blobId: string): Promise<void>;
   emitProgress(progress: TransferProgress): void;
   logger: Logger;
 }
@@ -65,6 +70,8 @@ export class BlobTransfers {
     const { local, logger, remoteStatus } = this.#options;
     const client = this.#client();
     const started = performance.now();
+    await this.#options.stored(input.blobId);
+    signal.throwIfAborted();
     const file = await local.createReadStream(input.blobId);
     const meter = new ProgressMeter(input.blobId, 'upload', input.size, this.#options.emitProgress);
     try {
@@ -115,6 +122,7 @@ export class BlobTransfers {
     // Files are opened first: a blob deleted meanwhile stays readable through its handle.
     for (const member of members) {
       try {
+        await this.#options.stored(member.blobId);
         opened.push({ member, file: await local.createReadStream(member.blobId) });
       } catch (error) {
         member.reject(error);

@@ -51,7 +51,7 @@ import type {
 import { DaemonError, toDaemonError } from './daemon-error.js';
 import { type DaemonOptions, DEFAULT_TRANSFERS, type TransferSettings } from './daemon-options.js';
 import { IdleCollector } from './idle-collector.js';
-import { LocalBlobError, LocalBlobStore } from './local-blob-store.js';
+import { LocalBlobError, LocalBlobStore, type WriteResult } from './local-blob-store.js';
 import { sweepOrphans } from './orphan-sweep.js';
 import { BlobsClient } from './remote/blobs-client.js';
 import { RemoteStatus } from './remote-status.js';
@@ -173,6 +173,8 @@ export class Daemon implements DaemonApi {
       remoteStatus: this.#remoteStatus,
       uploads: this.#uploadBatcher,
       downloads: this.#downloadBatcher,
+      // A put's small envelope is stored with its first record (see putAttachment).
+      stored: (blobId) => this.#registry.whenDurable(blobId, () => true),
       emitProgress,
       logger: this.#rootLogger.child({ component: 'transfers' }),
     });
@@ -392,18 +394,22 @@ export class Daemon implements DaemonApi {
       const blobId = randomUUID();
       this.#writing.add(blobId);
       try {
-        const size = await this.#writeEnvelope(blobId, source);
+        const { size, small } = await this.#writeEnvelope(blobId, source);
         let live: LiveAttachment;
         try {
-          live = await this.#registry.create(this.#input({ blobId, docId, size }), {
-            type: 'STORED',
-            size,
-          });
+          // A small envelope is stored in the commit of its first record.
+          live = await this.#registry.create(
+            this.#input({ blobId, docId, size }),
+            { type: 'STORED', size },
+            small === undefined ? undefined : (tx) => tx.putEnvelope(blobId, small),
+          );
         } catch (error) {
           // No record: the envelope goes too (or the next start's sweep takes it).
-          await this.#local.delete(blobId).catch(() => {
-            this.#envelopeMayBeOrphaned = true;
-          });
+          if (small === undefined) {
+            await this.#local.delete(blobId).catch(() => {
+              this.#envelopeMayBeOrphaned = true;
+            });
+          }
           throw error;
         }
         return infoOf(live.durableSnapshot!.context, live.durableState!);
@@ -782,7 +788,7 @@ export class Daemon implements DaemonApi {
   }
 
   /** Encrypts `source` into the local store; a source that fails leaves nothing. */
-  async #writeEnvelope(blobId: string, source: Readable): Promise<number> {
+  async #writeEnvelope(blobId: string, source: Readable): Promise<WriteResult> {
     const encrypt = createEncryptStream({ secret: this.#secret, blobId });
     let sourceError: unknown;
     // Registered before the pipeline's own listeners, so it is set when the write fails.
@@ -791,7 +797,7 @@ export class Daemon implements DaemonApi {
     });
     pipeline(source, encrypt, () => undefined);
     try {
-      return (await this.#local.write(blobId, encrypt, { fresh: true })).size;
+      return await this.#local.write(blobId, encrypt, { fresh: true, deferSmall: true });
     } catch (error) {
       source.destroy();
       if (sourceError !== undefined) {

@@ -36,6 +36,18 @@ export interface WriteOptions {
    * existence checks are skipped (`link` still never replaces a file).
    */
   fresh?: boolean;
+  /**
+   * A small envelope is not stored but handed back (`WriteResult.small`): the caller stores
+   * it in the same commit as its record (`Transaction.putEnvelope`), which saves a commit
+   * and makes the two atomic. Only with `fresh`, since nothing then checks the id.
+   */
+  deferSmall?: boolean;
+}
+
+export interface WriteResult {
+  size: number;
+  /** With `deferSmall`: the bytes of a small envelope, which the caller must store. */
+  small?: Uint8Array;
 }
 
 export interface LocalBlobStoreOptions {
@@ -107,8 +119,12 @@ export class LocalBlobStore {
    * only once the bytes outgrow the small store. Fails with `exists` when the blob is
    * already stored (and `commit()` fails the same way if another writer publishes it first).
    */
-  async writer(id: string, { fresh = false }: WriteOptions = {}): Promise<LocalBlobWriter> {
+  async writer(
+    id: string,
+    { fresh = false, deferSmall = false }: WriteOptions = {},
+  ): Promise<LocalBlobWriter> {
     this.#checkOpen();
+    if (deferSmall && !fresh) throw new TypeError('deferSmall needs fresh');
     const path = this.#path(id);
     if (!fresh && (await this.has(id))) {
       throw new LocalBlobError('exists', `blob ${id} is already stored`);
@@ -117,6 +133,7 @@ export class LocalBlobStore {
       path,
       tempPath: join(this.#tempDir, `${id}.${randomBytes(8).toString('hex')}`),
       smallMaxBytes: this.#small?.maxBytes ?? -1,
+      deferSmall,
       publish: (kind, action) => this.#publish(id, kind, fresh, action),
       onDone: () => {
         this.#writers.delete(writer);
@@ -161,7 +178,7 @@ export class LocalBlobStore {
     id: string,
     source: Readable | AsyncIterable<Uint8Array | string>,
     options: WriteOptions = {},
-  ): Promise<{ size: number }> {
+  ): Promise<WriteResult> {
     let writer: LocalBlobWriter;
     try {
       writer = await this.writer(id, options);
@@ -284,6 +301,8 @@ export interface WriterPlan {
   tempPath: string;
   /** Envelopes up to this size go to the small store; -1 when there is none. */
   smallMaxBytes: number;
+  /** A small envelope is handed back by `commit` instead of stored (`WriteOptions.deferSmall`). */
+  deferSmall?: boolean;
   publish(
     kind: 'file' | 'small',
     action: (small: SmallEnvelopeStore | undefined) => Promise<void>,
@@ -374,7 +393,7 @@ export class LocalBlobWriter {
   }
 
   /** Makes the blob durable and visible; fails with `exists` if another writer won. */
-  async commit(): Promise<{ size: number }> {
+  async commit(): Promise<WriteResult> {
     if (this.#state !== 'open') {
       throw new LocalBlobError('closed', `writer of ${this.id} is ${this.#state}`);
     }
@@ -383,6 +402,11 @@ export class LocalBlobWriter {
       if (this.#handle === undefined && this.#size <= this.#plan.smallMaxBytes) {
         const bytes = Buffer.concat(this.#gathered, this.#gatheredBytes);
         this.#gathered = [];
+        if (this.#plan.deferSmall === true) {
+          this.#state = 'committed';
+          this.#plan.onDone();
+          return { size: this.#size, small: bytes };
+        }
         await this.#plan.publish('small', (small) => small!.put(this.id, bytes));
       } else {
         await this.#commitFile();

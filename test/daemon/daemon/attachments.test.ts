@@ -77,6 +77,38 @@ describe('Daemon attachments against a blobs server', () => {
     }
   });
 
+  it('stores a small envelope with its first record, and uploads it at the first attempt', async () => {
+    const events: DaemonEvent[] = [];
+    const stop = h.daemon.onEvent((event) => events.push(event));
+    try {
+      // Enough at once that a group commit takes longer than the scheduler takes to start
+      // an upload, as under any burst of puts.
+      const puts: Awaited<ReturnType<typeof docWithAttachment>>[] = [];
+      let next = 0;
+      await Promise.all(
+        Array.from({ length: 16 }, async () => {
+          while (next++ < 300) puts.push(await docWithAttachment(h.daemon, 2 * KiB));
+        }),
+      );
+      for (const { blobId, plaintext } of puts) {
+        // Readable at once: the envelope was durable with the record the put answered with.
+        assert.deepEqual(await readAll(await h.daemon.openAttachment(blobId)), plaintext);
+      }
+      for (const { blobId } of puts) {
+        await waitForAttachment(h.daemon, blobId, (i) => i.machineState === 'synced', 'synced');
+      }
+      const ours = new Set(puts.map((put) => put.blobId));
+      const states = events.flatMap((event) =>
+        event.type === 'attachment.state' && ours.has(event.blobId) ? [event.machineState] : [],
+      );
+      // An upload that ran before its envelope was stored would fail and wait to retry.
+      assert.equal(states.includes('local.retrying'), false, states.join(' '));
+      assert.equal(states.filter((state) => state === 'synced').length, puts.length);
+    } finally {
+      stop();
+    }
+  });
+
   it('keeps only ciphertext on the server', async () => {
     const { blobId, plaintext } = await docWithAttachment(h.daemon, 20 * KiB);
     await h.daemon.uploadAttachment(blobId);
