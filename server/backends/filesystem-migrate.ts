@@ -11,6 +11,9 @@ import {
   writeFileAtomic,
 } from './filesystem-layout.js';
 
+/** A long move logs its progress every this many files. */
+const PROGRESS_EVERY = 10_000;
+
 /** ROOT/.layout names a layout this version cannot read (or is not valid). */
 export class LayoutError extends Error {
   readonly code = 'unknown_layout';
@@ -120,6 +123,7 @@ export async function migrateLayout(root: string, logger: Logger): Promise<void>
   const started = performance.now();
   let moved = 0;
   let left = 0;
+  let reported = 0;
   for (const user of await subdirs(root)) {
     if (!isValidId(user.name)) continue;
     for (const namespace of await subdirs(join(root, user.name))) {
@@ -130,6 +134,13 @@ export async function migrateLayout(root: string, logger: Logger): Promise<void>
         const counts = await flattenShard(nsDir, shard.name, logger);
         moved += counts.moved;
         left += counts.left;
+        if (moved - reported >= PROGRESS_EVERY) {
+          reported = moved;
+          logger.info(
+            { path: root, moved, ms: Math.round(performance.now() - started) },
+            `moving blob files to layout ${LAYOUT_VERSION}`,
+          );
+        }
       }
     }
   }
