@@ -97,7 +97,14 @@ describe('WatchFolders', () => {
       assert.equal(doc.content.folder, folder);
       assert.equal(doc.content.size, bytes.length);
       assert.equal(doc.content.removed, false);
-      const entry = await index.getWatchEntry(join(folder, 'sub', 'report.bin'));
+      // The index entry with the blob goes in the commit after the document's.
+      const entry = await waitFor(
+        async () => {
+          const found = await index.getWatchEntry(join(folder, 'sub', 'report.bin'));
+          return found?.blobId === blobId ? found : undefined;
+        },
+        { timeoutMs: 10_000, what: 'the watch index to record the blob' },
+      );
       assert.equal(entry?.blobId, blobId);
       assert.equal(entry?.mtimeMs, doc.content.mtime);
 
@@ -295,7 +302,11 @@ describe('WatchFolders', () => {
       assert.equal(removed.content.blob_id, blobId);
       assert.equal(typeof removed.content.removed_at, 'number');
       assert.deepEqual(await openBytes(blobId), Buffer.from('keep me'));
-      assert.equal(await index.getWatchEntry(path), undefined);
+      // The index entry goes in the commit after the document's.
+      await waitFor(async () => (await index.getWatchEntry(path)) === undefined, {
+        timeoutMs: 10_000,
+        what: 'the removed file to leave the watch index',
+      });
     });
 
     it('marks every document under a removed folder as removed', async () => {
