@@ -215,25 +215,6 @@ export class Exchange {
     return Buffer.concat(parts, length);
   }
 
-  /** Writes one chunk of a response already begun, waiting while the client is slow. */
-  async writeChunk(chunk: Buffer): Promise<void> {
-    const res = this.res;
-    if (res.destroyed) throw new ClientGoneError('the client closed the connection');
-    if (res.write(chunk)) return;
-    await new Promise<void>((resolve, reject) => {
-      const onDrain = (): void => {
-        res.off('close', onClose);
-        resolve();
-      };
-      const onClose = (): void => {
-        res.off('drain', onDrain);
-        reject(new ClientGoneError('the client closed the connection'));
-      };
-      res.once('drain', onDrain);
-      res.once('close', onClose);
-    });
-  }
-
   /**
    * Writes `chunk` and resolves once the socket has taken it (so its memory may be reused),
    * rejecting with `ClientGoneError` if the client goes away first.

@@ -1,7 +1,13 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { CLEAN_FILE, fsyncDir, unlinkIfExists, writeFileAtomic } from './filesystem-layout.js';
+import {
+  CLEAN_FILE,
+  errorCode,
+  fsyncDir,
+  unlinkIfExists,
+  writeFileAtomic,
+} from './filesystem-layout.js';
 
 /**
  * What `close()` leaves in ROOT/.clean: the proof that the index and the files agreed at
@@ -45,7 +51,7 @@ export async function takeCleanState(
   try {
     text = await readFile(path, 'utf8');
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    if (errorCode(error) === 'ENOENT') return undefined;
     throw error;
   }
   const state = parse(text);

@@ -38,6 +38,7 @@ import { takeCleanState, writeCleanState } from './clean-shutdown.js';
 import {
   blobPath,
   DirSyncer,
+  errorCode,
   flagsPath,
   INDEX_DIR,
   leafDir,
@@ -83,10 +84,6 @@ interface Reservation {
 
 function notFound(ref: BlobRef): BlobsError {
   return new BlobsError('not_found', `no blob ${ref.id} in namespace ${ref.namespace}`);
-}
-
-function errorCode(error: unknown): string | undefined {
-  return (error as NodeJS.ErrnoException | undefined)?.code;
 }
 
 function isLocked(error: unknown): boolean {
@@ -533,33 +530,18 @@ export class FilesystemBackend implements BlobsBackend {
     let size = 0;
     let batch: Buffer[] = [];
     let batchBytes = 0;
-    // Past its first batch a body is large: its chunks are copied into two buffers used in
-    // turn, so each chunk is garbage as soon as it is copied (and dies in the young
-    // generation) instead of waiting in a batch long enough to reach the old one.
-    let copy: { buffers: [Buffer, Buffer]; turn: 0 | 1; fill: number } | undefined;
     let writing: Promise<void> = Promise.resolve();
     // A large body is flushed to the disk while it arrives, so the final fsync is short.
     let syncing: Promise<void> = Promise.resolve();
     let syncingNow = false;
     let unsynced = 0;
     const flush = async () => {
-      // The write before this one was of the other copy buffer: once it is done, that
-      // buffer may be filled again.
       await writing;
-      let out: Buffer[];
-      if (copy === undefined) {
-        out = batch;
-        unsynced += batchBytes;
-        batch = [];
-        batchBytes = 0;
-      } else {
-        out = [copy.buffers[copy.turn].subarray(0, copy.fill)];
-        unsynced += copy.fill;
-        copy.turn = copy.turn === 0 ? 1 : 0;
-        copy.fill = 0;
-      }
-      writing = writeAll(handle, out);
+      unsynced += batchBytes;
+      writing = writeAll(handle, batch);
       writing.catch(ignore);
+      batch = [];
+      batchBytes = 0;
       if (unsynced >= EARLY_SYNC_BYTES && !syncingNow) {
         unsynced = 0;
         syncingNow = true;
@@ -586,29 +568,9 @@ export class FilesystemBackend implements BlobsBackend {
         }
         this.reserve(reservation, size, quota);
         noteReceived(chunk.length);
-        if (copy === undefined) {
-          batch.push(chunk);
-          batchBytes += chunk.length;
-          if (batchBytes >= WRITE_BATCH_BYTES || batch.length >= WRITE_BATCH_CHUNKS) {
-            await flush();
-            copy = {
-              buffers: [
-                Buffer.allocUnsafeSlow(WRITE_BATCH_BYTES),
-                Buffer.allocUnsafeSlow(WRITE_BATCH_BYTES),
-              ],
-              turn: 0,
-              fill: 0,
-            };
-          }
-          continue;
-        }
-        for (let offset = 0; offset < chunk.length; ) {
-          const target = copy.buffers[copy.turn];
-          const copied = chunk.copy(target, copy.fill, offset);
-          copy.fill += copied;
-          offset += copied;
-          if (copy.fill === target.length) await flush();
-        }
+        batch.push(chunk);
+        batchBytes += chunk.length;
+        if (batchBytes >= WRITE_BATCH_BYTES || batch.length >= WRITE_BATCH_CHUNKS) await flush();
       }
       await flush();
       await writing;

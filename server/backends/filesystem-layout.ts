@@ -195,12 +195,17 @@ export class DirSyncer {
 
 function ignore(): void {}
 
+/** The `code` of a Node system error (`ENOENT`, `EEXIST`, ...), if it has one. */
+export function errorCode(error: unknown): string | undefined {
+  return (error as NodeJS.ErrnoException | undefined)?.code;
+}
+
 /** The folders directly inside `dir`; none when `dir` does not exist. */
 export async function subdirs(dir: string): Promise<Dirent[]> {
   try {
     return (await readdir(dir, { withFileTypes: true })).filter((entry) => entry.isDirectory());
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    if (errorCode(error) === 'ENOENT') return [];
     throw error;
   }
 }
@@ -210,7 +215,7 @@ export async function unlinkIfExists(path: string): Promise<void> {
   try {
     await unlink(path);
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+    if (errorCode(error) !== 'ENOENT') throw error;
   }
 }
 

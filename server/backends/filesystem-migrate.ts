@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { isValidId } from '../../wire/ids.js';
 import {
+  errorCode,
   FLAGS_SUFFIX,
   fsyncDir,
   LAYOUT_FILE,
@@ -22,10 +23,6 @@ export class LayoutError extends Error {
     super(message);
     this.name = 'LayoutError';
   }
-}
-
-function errorCode(error: unknown): string | undefined {
-  return (error as NodeJS.ErrnoException | undefined)?.code;
 }
 
 /** The layout ROOT/.layout records; undefined when the file is absent (layout 1 or a new ROOT). */

@@ -8,6 +8,7 @@ import type { BlobIndex, IndexOp, LiveEntry } from './blob-index.js';
 import type { BlobRef } from './blobs-backend.js';
 import {
   blobPath,
+  errorCode,
   FLAGS_SUFFIX,
   flagsPath,
   subdirs,
@@ -73,7 +74,7 @@ export async function repairFlagsFiles(root: string, index: BlobIndex): Promise<
       }
     } catch (error) {
       // A missing folder means the blob file is gone too; reconciliation drops its entry.
-      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+      if (errorCode(error) !== 'ENOENT') throw error;
     }
     await index.clearDirty(ref);
     repaired++;
@@ -260,7 +261,7 @@ async function walkNamespace(
   try {
     entries = await opendir(dir, { bufferSize: 1024 });
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return found;
+    if (errorCode(error) === 'ENOENT') return found;
     throw error;
   }
   // Read as a stream: a namespace folder may hold millions of names.

@@ -48,11 +48,11 @@ async function download(
       opened = await context.backend.open(ref);
     } catch (error) {
       if (!(error instanceof BlobsError) || error.code !== 'not_found') throw error;
-      await exchange.writeChunk(encodeDownloadEntryHeader({ id, error: 'not_found' }));
+      await exchange.writeFlushed(encodeDownloadEntryHeader({ id, error: 'not_found' }));
       continue;
     }
     try {
-      await exchange.writeChunk(encodeDownloadEntryHeader({ id, size: opened.size }));
+      await exchange.writeFlushed(encodeDownloadEntryHeader({ id, size: opened.size }));
     } catch (error) {
       await opened.close();
       throw error;

@@ -188,7 +188,7 @@ describe('FilesystemBackend', () => {
     });
 
     it('stores a large body of odd-sized chunks byte for byte', async () => {
-      // Past its first MiB a body is copied into two reused buffers; chunks straddle them.
+      // Chunks that straddle the 1 MiB write batches and the early fdatasync points.
       const bytes = Buffer.alloc(5 * 1024 * 1024 + 123);
       for (let i = 0; i < bytes.length; i++) bytes[i] = (i * 31 + (i >> 16)) & 0xff;
       async function* oddChunks(): AsyncGenerator<Buffer> {
