@@ -26,6 +26,9 @@
 //    `local.queued` / `local.retrying`; past 1000 the waiting ones are passivated to their
 //    records, and the unreachable server is only probed), watched for 12 s more: RSS
 //    target < 300 MB with all of them still LOCAL.
+// Each workload starts with the disk settled (`sync(1)`, and the page cache dropped when run
+// as root; bench/lib/settle-disk.ts says why), and the disk baseline's files stay until the
+// end: on ext4 without a journal, files created soon after a removal are slowed by it.
 // RSS is VmRSS, shown with its split into anonymous memory and mapped files (RssFile:
 // code, and LevelDB tables, which LevelDB reads through mmap).
 //
@@ -68,6 +71,7 @@ import { DEFAULT_NAMESPACE } from '../wire/ids.js';
 import { RawPeerProcess } from './lib/child-processes.js';
 import { diskPublishRate } from './lib/disk-publish.js';
 import { type RssBreakdown, readRss, sampleRssBreakdown } from './lib/rss-sampler.js';
+import { settleDisk } from './lib/settle-disk.js';
 import { markdownTable, megabytes, perSecond, seconds } from './lib/stats.js';
 
 const MiB = 1024 * 1024;
@@ -668,6 +672,7 @@ async function workloads(dir: string, server: ServerProcess, raw: RawPeerProcess
       const disk = isSmall
         ? w.count /
           (await diskPublishRate({
+            keep: true,
             parent: dir,
             files: w.count,
             data: BLOCK,
@@ -680,6 +685,7 @@ async function workloads(dir: string, server: ServerProcess, raw: RawPeerProcess
       const rawGet = await rawGets(pool, w.count, w.size);
       const direct = isBig ? await serverPut(server, user, bigFile) : undefined;
       const durable = isBig ? await rawPuts(pool, 1, w.size, bigFile, '/file-sink') : undefined;
+      await settleDisk();
       const sampler = sampleRssBreakdown(child.pid, 100);
       let result: WorkloadResult;
       let rss: RssBreakdown;

@@ -9,7 +9,8 @@
 //    16 in flight on the same filesystem. Target: stream ≥ 0.7 of the disk limit. Both the
 //    bench and the server run with libuv's default four threads, so at most four of the
 //    baseline's 16 files are in a system call at once; with UV_THREADPOOL_SIZE=16 set for
-//    both, the baseline measured 10,394/s here and the stream 2,678/s.
+//    both, the baseline measured 10,394/s here and the stream 2,678/s. One uncounted
+//    warm-up (300 blobs each way) comes first.
 // 3. Listing 100,000 blobs of one user (`order_by=date`, and `only_count=true`). Target < 1 s.
 //    Beside it: the raw peer serving a JSON array of as many ids, fetched and parsed the same
 //    way. The blobs (random UUID ids, 64 B each) are written by default straight through
@@ -17,10 +18,13 @@
 //    started again on the same root: through `/stream` (SOLEDAD_BENCH_POPULATE=stream, 8
 //    requests of 1000 blobs in flight) they took ~200 s here, most of the time budget.
 //
-// Each figure is the median of SOLEDAD_BENCH_REPS rounds (default 3), with the spread.
+// Each figure is the median of SOLEDAD_BENCH_REPS rounds (default 3; the small blobs take
+// two more, a second each, because the disk's small-file rate swings most), with the spread.
 // Disk-bound measures start after `sync(1)`, so none pays for the writeback of the one
-// before, and alternate their order between rounds; files are removed only at the end (on
-// a filesystem mounted with `discard`, a removal's TRIMs slowed the next measure 2–4×).
+// before, and alternate their order between rounds; the small-file ones also start with the
+// page cache dropped (when run as root), because on ext4 without a journal every file
+// created soon after many removals is slowed by them (bench/lib/settle-disk.ts). Files are
+// removed only at the end.
 // Knobs for quick runs: SOLEDAD_BENCH_BYTES (a multiple of 1 MiB, default 1 GiB),
 // SOLEDAD_BENCH_REPS, SOLEDAD_BENCH_LIST_BLOBS (default 100000), SOLEDAD_BENCH_POPULATE
 // (backend or stream). Exits 0 whether targets pass or fail (the table says which);
@@ -42,6 +46,7 @@ import { encodeUploadManifest, encodeUploadStream, parseUploadResults } from '..
 import { RawPeerProcess, runChildScript } from './lib/child-processes.js';
 import { diskPublishRate, diskWriteRate } from './lib/disk-publish.js';
 import { readRss, sampleRss } from './lib/rss-sampler.js';
+import { settleDisk } from './lib/settle-disk.js';
 import {
   gbPerSecond,
   markdownTable,
@@ -60,6 +65,8 @@ const SMALL_COUNT = 1000;
 const SMALL_SIZE = 10_000;
 const PUTS_IN_FLIGHT = 8;
 const DISK_IN_FLIGHT = 16;
+/** Blobs of the uncounted warm-up upload and PUTs before the small-blob rounds. */
+const WARMUP_COUNT = 300;
 const LIST_BLOB_SIZE = 64;
 const LIST_BATCH = 1000;
 const LIST_STREAMS_IN_FLIGHT = 8;
@@ -297,8 +304,13 @@ function smallIds(count: number): string[] {
 }
 
 /** Blobs per second for `SMALL_COUNT` separate PUTs, `PUTS_IN_FLIGHT` at once. */
-async function separatePuts(pool: Pool, user: ServerUser, namespace: string): Promise<number> {
-  const ids = smallIds(SMALL_COUNT);
+async function separatePuts(
+  pool: Pool,
+  user: ServerUser,
+  namespace: string,
+  count = SMALL_COUNT,
+): Promise<number> {
+  const ids = smallIds(count);
   const body = BLOCK.subarray(0, SMALL_SIZE);
   let next = 0;
   const worker = async (): Promise<void> => {
@@ -315,7 +327,7 @@ async function separatePuts(pool: Pool, user: ServerUser, namespace: string): Pr
   };
   const started = performance.now();
   await Promise.all(Array.from({ length: PUTS_IN_FLIGHT }, worker));
-  return SMALL_COUNT / ((performance.now() - started) / 1000);
+  return count / ((performance.now() - started) / 1000);
 }
 
 /** Uploads `count` blobs of `size` bytes in one `/stream` request; resolves with its seconds. */
@@ -361,7 +373,10 @@ async function smallBlobs(server: ServerProcess, user: ServerUser) {
   const puts: number[] = [];
   const streams: number[] = [];
   try {
-    for (let rep = 1; rep <= REPS; rep++) {
+    // Uncounted: the rounds measure the server's steady state, not V8 compiling the routes.
+    await streamUpload(pool, user, 'warmup-stream', WARMUP_COUNT, SMALL_SIZE);
+    await separatePuts(pool, user, 'warmup-puts', WARMUP_COUNT);
+    for (let rep = 1; rep <= REPS + 2; rep++) {
       const common = {
         parent: scratch,
         keep: true,
@@ -371,17 +386,17 @@ async function smallBlobs(server: ServerProcess, user: ServerUser) {
         inFlight: DISK_IN_FLIGHT,
       };
       const measureDisk = async (): Promise<void> => {
-        await flushDisk();
+        await settle();
         disk.push(await diskPublishRate({ ...common, syncDir: false }));
-        await flushDisk();
+        await settle();
         diskDirSync.push(await diskPublishRate({ ...common, syncDir: true }));
       };
       const measurePuts = async (): Promise<void> => {
-        await flushDisk();
+        await settle();
         puts.push(await separatePuts(pool, user, `small${rep}`));
       };
       const measureStream = async (): Promise<void> => {
-        await flushDisk();
+        await settle();
         const seconds = await streamUpload(pool, user, `stream${rep}`, SMALL_COUNT, SMALL_SIZE);
         streams.push(SMALL_COUNT / seconds);
       };
@@ -625,12 +640,21 @@ async function flushDisk(): Promise<void> {
 }
 
 /**
- * Where the baselines leave their files until the end of the bench: removing files on a
- * filesystem mounted with `discard` sends TRIMs to the device, which slowed whatever was
- * measured next (a disk baseline right after a removal measured 2–4× slower here). The
- * server's own blobs of the large transfers are likewise deleted only at the end.
+ * Where the baselines leave their files until the end of the bench: on ext4 without a
+ * journal, files created in the minutes after a removal are slowed by it (see
+ * bench/lib/settle-disk.ts), so nothing is removed between measures. The server's own blobs
+ * of the large transfers are likewise deleted only at the end.
  */
 let scratch = tmpdir();
+
+/** Whether the small-file measures started with the page cache dropped (see `settleDisk`). */
+let cacheDropped: boolean | undefined;
+
+/** `settleDisk` before a small-file measure, remembering whether the cache could be dropped. */
+async function settle(): Promise<void> {
+  const dropped = await settleDisk();
+  cacheDropped = (cacheDropped ?? true) && dropped;
+}
 
 async function main(): Promise<void> {
   console.log(
@@ -661,6 +685,12 @@ async function main(): Promise<void> {
     await rm(scratch, { recursive: true, force: true });
   }
   report();
+  if (cacheDropped === false) {
+    console.log(
+      'note: the page cache could not be dropped (not root), so the small-file figures include ' +
+        'the slowdown of files created soon after removals (bench/lib/settle-disk.ts)',
+    );
+  }
   console.log(
     `load average at end ${loadText()}; whole bench ${seconds((performance.now() - started) / 1000)}`,
   );

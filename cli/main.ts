@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --max-semi-space-size=8 --expose-gc
+#!/usr/bin/env -S node --max-semi-space-size=8 --heap-growing-percent=100 --expose-gc
 import { Command } from 'commander';
 
 type Register = (program: Command) => void;

@@ -270,14 +270,23 @@ describe('FilesystemBackend', () => {
       await rejectsWith(backend.delete(ref('deleted')), 'not_found');
     });
 
-    it('leaves no file and charges nothing when the body fails midway', async () => {
-      await assert.rejects(backend.write(ref('broken'), failingBody(), LIMITS), /connection reset/);
-      assert.deepEqual(await filesOutsideIndex(root), []);
-      assert.equal(await backend.usage(USER), 0);
-      await rejectsWith(backend.open(ref('broken')), 'not_found');
-      await backend.write(ref('broken'), chunks('retried'), LIMITS);
-      assert.equal(await backend.size(ref('broken')), 7);
-    });
+    // An announced size of 64 KiB or less takes the path that gathers the body first.
+    for (const announced of [undefined, 2000, 90_000]) {
+      const label = announced === undefined ? 'not announced' : `announced as ${announced} bytes`;
+      const limits = announced === undefined ? LIMITS : { ...LIMITS, expectedSize: announced };
+
+      it(`leaves no file and charges nothing when a body ${label} fails midway`, async () => {
+        await assert.rejects(
+          backend.write(ref('broken'), failingBody(), limits),
+          /connection reset/,
+        );
+        assert.deepEqual(await filesOutsideIndex(root), []);
+        assert.equal(await backend.usage(USER), 0);
+        await rejectsWith(backend.open(ref('broken')), 'not_found');
+        await backend.write(ref('broken'), chunks('retried'), LIMITS);
+        assert.equal(await backend.size(ref('broken')), 7);
+      });
+    }
 
     it('refuses a body over the maximum size, streamed or announced', async () => {
       const options = { ...LIMITS, maxSize: 10 };
@@ -351,29 +360,31 @@ describe('FilesystemBackend', () => {
       assert.equal(await backend.count(USER, { namespace: NS }), stored);
     });
 
-    it('lets exactly one of concurrent writes of one id win, with its own bytes', async () => {
-      const bodies = Array.from({ length: 20 }, (_, i) =>
-        Buffer.alloc(10_000 + i * 997, String.fromCharCode(65 + i)),
-      );
-      const results = await Promise.allSettled(
-        bodies.map((body) =>
-          backend.write(
-            ref('contested'),
-            chunks(body.subarray(0, 5000), body.subarray(5000)),
-            LIMITS,
+    for (const announced of [false, true]) {
+      it(`lets exactly one of concurrent writes of one id win, with its own bytes (sizes ${announced ? '' : 'not '}announced)`, async () => {
+        const bodies = Array.from({ length: 20 }, (_, i) =>
+          Buffer.alloc(10_000 + i * 997, String.fromCharCode(65 + i)),
+        );
+        const results = await Promise.allSettled(
+          bodies.map((body) =>
+            backend.write(
+              ref('contested'),
+              chunks(body.subarray(0, 5000), body.subarray(5000)),
+              announced ? { ...LIMITS, expectedSize: body.length } : LIMITS,
+            ),
           ),
-        ),
-      );
-      const winners = results.flatMap((r, i) => (r.status === 'fulfilled' ? [i] : []));
-      assert.equal(winners.length, 1);
-      for (const r of results) {
-        if (r.status === 'rejected') assert.equal((r.reason as BlobsError).code, 'blob_exists');
-      }
-      const stored = await readAll((await backend.open(ref('contested'))).stream());
-      assert.ok(stored.equals(bodies[winners[0]!]!));
-      assert.equal(await backend.usage(USER), stored.length);
-      assert.deepEqual(await readdir(join(root, '.tmp')), []);
-    });
+        );
+        const winners = results.flatMap((r, i) => (r.status === 'fulfilled' ? [i] : []));
+        assert.equal(winners.length, 1);
+        for (const r of results) {
+          if (r.status === 'rejected') assert.equal((r.reason as BlobsError).code, 'blob_exists');
+        }
+        const stored = await readAll((await backend.open(ref('contested'))).stream());
+        assert.ok(stored.equals(bodies[winners[0]!]!));
+        assert.equal(await backend.usage(USER), stored.length);
+        assert.deepEqual(await readdir(join(root, '.tmp')), []);
+      });
+    }
 
     it('keeps a blob invisible until its write has completed', async () => {
       const gated = gatedBody('first half, ', 'second half');
