@@ -10,7 +10,7 @@
 //    bench and the server run with libuv's default four threads, so at most four of the
 //    baseline's 16 files are in a system call at once; with UV_THREADPOOL_SIZE=16 set for
 //    both, the baseline measured 10,394/s here and the stream 2,678/s. One uncounted
-//    warm-up (300 blobs each way) comes first.
+//    warm-up (1000 blobs each way) comes first.
 // 3. Listing 100,000 blobs of one user (`order_by=date`, and `only_count=true`). Target < 1 s.
 //    Beside it: the raw peer serving a JSON array of as many ids, fetched and parsed the same
 //    way. The blobs (random UUID ids, 64 B each) are written by default straight through
@@ -29,13 +29,11 @@
 // SOLEDAD_BENCH_REPS, SOLEDAD_BENCH_LIST_BLOBS (default 100000), SOLEDAD_BENCH_POPULATE
 // (backend or stream). Exits 0 whether targets pass or fail (the table says which);
 // non-zero only when the bench itself breaks.
-import { execFile } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { promisify } from 'node:util';
 import { Pool } from 'undici';
 import {
   type ServerProcess,
@@ -44,9 +42,9 @@ import {
 } from '../test/helpers/server-process.js';
 import { encodeUploadManifest, encodeUploadStream, parseUploadResults } from '../wire/stream.js';
 import { RawPeerProcess, runChildScript } from './lib/child-processes.js';
-import { diskPublishRate, diskWriteRate } from './lib/disk-publish.js';
+import { diskDirectWriteRate, diskPublishRate, diskWriteRate } from './lib/disk-publish.js';
 import { readRss, sampleRss } from './lib/rss-sampler.js';
-import { settleDisk } from './lib/settle-disk.js';
+import { settleDisk, syncDisk } from './lib/settle-disk.js';
 import {
   gbPerSecond,
   markdownTable,
@@ -66,7 +64,7 @@ const SMALL_SIZE = 10_000;
 const PUTS_IN_FLIGHT = 8;
 const DISK_IN_FLIGHT = 16;
 /** Blobs of the uncounted warm-up upload and PUTs before the small-blob rounds. */
-const WARMUP_COUNT = 300;
+const WARMUP_COUNT = SMALL_COUNT;
 const LIST_BLOB_SIZE = 64;
 const LIST_BATCH = 1000;
 const LIST_STREAMS_IN_FLIGHT = 8;
@@ -102,7 +100,6 @@ interface Row {
 }
 
 const rows: Row[] = [];
-const execFileAsync = promisify(execFile);
 
 function progress(text: string): void {
   console.log(`  … ${text}`);
@@ -188,6 +185,7 @@ async function largeTransfers(server: ServerProcess, user: ServerUser, raw: RawP
     raw: [] as number[],
     rawFile: [] as number[],
     disk: [] as number[],
+    direct: [] as number[],
   };
   const get = { server: [] as number[], raw: [] as number[] };
   const rss = {
@@ -205,11 +203,11 @@ async function largeTransfers(server: ServerProcess, user: ServerUser, raw: RawP
       // Odd rounds measure the raw peer first, even rounds the server, so order cancels out.
       const rawFirst = rep % 2 === 1;
       const rawPut = async () => {
-        await flushDisk();
+        await syncDisk();
         return withRss(raw.pid, () => timedPut(rawPool, '/sink', {}));
       };
       const serverPut = async () => {
-        await flushDisk();
+        await syncDisk();
         return withRss(server.pid, () => timedPut(serverPool, blobPath, auth));
       };
       const rawGet = () => withRss(raw.pid, () => timedGet(rawPool, `/source?bytes=${TOTAL}`, {}));
@@ -220,9 +218,11 @@ async function largeTransfers(server: ServerProcess, user: ServerUser, raw: RawP
       const [putSeconds, putRss] = puts.server;
       const [rawGetSeconds, rawGetRss] = gets.raw;
       const [getSeconds, getRss] = gets.server;
-      await flushDisk();
+      await syncDisk();
       put.disk.push(await diskWriteRate(scratch, BLOCK, TOTAL, true));
-      await flushDisk();
+      await syncDisk();
+      put.direct.push(await diskDirectWriteRate(scratch, BLOCK, TOTAL, true));
+      await syncDisk();
       put.rawFile.push(TOTAL / (await timedPut(rawPool, '/file-sink', {})));
       put.raw.push(TOTAL / rawPutSeconds);
       put.server.push(TOTAL / putSeconds);
@@ -235,7 +235,8 @@ async function largeTransfers(server: ServerProcess, user: ServerUser, raw: RawP
       progress(
         `round ${rep}: PUT ${gbPerSecond(put.server.at(-1)!)} (raw ${gbPerSecond(put.raw.at(-1)!)}), ` +
           `GET ${gbPerSecond(get.server.at(-1)!)} (raw ${gbPerSecond(get.raw.at(-1)!)}), ` +
-          `server RSS max ${megabytes(Math.max(putRss, getRss))}; disk write+fsync ${gbPerSecond(put.disk.at(-1)!)}`,
+          `server RSS max ${megabytes(Math.max(putRss, getRss))}; disk write+fsync ${gbPerSecond(put.disk.at(-1)!)}, ` +
+          `O_DIRECT ${gbPerSecond(put.direct.at(-1)!)}`,
       );
     }
   } finally {
@@ -256,7 +257,8 @@ async function largeTransfers(server: ServerProcess, user: ServerUser, raw: RawP
       values: put.server,
       format: gbPerSecond,
       baseline: {
-        label: 'raw node:http sink writing the body to a file + fsync (child process)',
+        label:
+          'raw node:http sink writing the body to a file (buffered, 1 MiB writev) + fsync (child process)',
         values: put.rawFile,
       },
       ratioTarget: 0.7,
@@ -267,6 +269,16 @@ async function largeTransfers(server: ServerProcess, user: ServerUser, raw: RawP
       values: put.server,
       format: gbPerSecond,
       baseline: { label: `disk: write ${size} in 1 MiB writes + fsync`, values: put.disk },
+      targetText: '(info)',
+    },
+    {
+      measure: `${size} PUT through the server, beside the device`,
+      values: put.server,
+      format: gbPerSecond,
+      baseline: {
+        label: `disk: write ${size} with O_DIRECT (2 MiB, aligned, 1 in flight) + fsync`,
+        values: put.direct,
+      },
       targetText: '(info)',
     },
     {
@@ -629,14 +641,6 @@ function report(): void {
       table,
     )}\n`,
   );
-}
-
-/**
- * Writes every dirty page of the machine to disk (`sync(1)`) before a timed measure, so
- * that none pays for the writeback of the one before it.
- */
-async function flushDisk(): Promise<void> {
-  await execFileAsync('sync', []);
 }
 
 /**

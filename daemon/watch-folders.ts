@@ -570,7 +570,10 @@ export class WatchFolders {
     void this.#sweeps.run(docId, () => this.#deleteReplaced(docId));
   }
 
-  /** Deletes the blobs replaced in a document once its current blob is SYNCED. */
+  /**
+   * Deletes the blobs replaced in a document once the server holds its current blob:
+   * SYNCED, or REMOTE after an eviction (but not `failed`, which is REMOTE too).
+   */
   async #deleteReplaced(docId: string): Promise<Outcome> {
     const blobs = this.#replaced.get(docId);
     if (blobs === undefined || blobs.size === 0 || this.#closing) return 'done';
@@ -578,7 +581,10 @@ export class WatchFolders {
     const current = doc === undefined || doc.deleted ? null : doc.content.blob_id;
     if (typeof current === 'string') {
       const info = await this.#daemon.getAttachmentInfo(current);
-      if (info === undefined || info.state !== 3) return 'done';
+      const onServer =
+        info !== undefined &&
+        (info.state === 3 || (info.state === 2 && info.machineState !== 'failed'));
+      if (!onServer) return 'done';
     }
     for (const old of [...blobs]) {
       if (this.#closing) return 'done';

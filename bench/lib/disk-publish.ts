@@ -1,5 +1,11 @@
 import { link, mkdir, mkdtemp, open, rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import {
+  AlignedPool,
+  DIRECT_CHUNK,
+  openDirectForWrite,
+  writeFullyAt,
+} from '../../server/backends/direct-io.js';
 
 export interface DiskPublishOptions {
   /** A folder on the filesystem to measure; a temp folder is made inside and removed. */
@@ -74,17 +80,61 @@ export async function diskWriteRate(
   total: number,
   keep = false,
 ): Promise<number> {
-  const dir = await mkdtemp(join(parent, 'soledad-bench-disk-'));
-  try {
-    const started = performance.now();
-    const handle = await open(join(dir, 'large'), 'wx', 0o600);
+  return timedLargeFile(parent, keep, async (path) => {
+    const handle = await open(path, 'wx', 0o600);
     try {
       for (let written = 0; written < total; written += block.length) await handle.write(block);
       await handle.sync();
     } finally {
       await handle.close();
     }
-    return total / ((performance.now() - started) / 1000);
+    return total;
+  });
+}
+
+/**
+ * The device's own rate for one large durable file, around the page cache: `total` bytes
+ * (a multiple of `DIRECT_CHUNK`) in `O_DIRECT` writes from two reused aligned buffers, one
+ * in flight while the next is filled from `block`, then fsync. Resolves with bytes per
+ * second; the file is removed unless `keep`.
+ */
+export async function diskDirectWriteRate(
+  parent: string,
+  block: Buffer,
+  total: number,
+  keep = false,
+): Promise<number> {
+  const buffers = new AlignedPool().acquire(2)!;
+  return timedLargeFile(parent, keep, async (path) => {
+    const handle = await openDirectForWrite(path, 0o600);
+    try {
+      let writing: Promise<void> = Promise.resolve();
+      for (let at = 0, turn = 0; at < total; at += DIRECT_CHUNK, turn = 1 - turn) {
+        const buffer = buffers[turn]!;
+        for (let i = 0; i < DIRECT_CHUNK; i += block.length) block.copy(buffer, i);
+        await writing;
+        writing = writeFullyAt(handle, buffer, DIRECT_CHUNK, at);
+      }
+      await writing;
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    return total;
+  });
+}
+
+/** Bytes per second of `write(path)` into a new temp folder under `parent` (removed unless `keep`). */
+async function timedLargeFile(
+  parent: string,
+  keep: boolean,
+  write: (path: string) => Promise<number>,
+): Promise<number> {
+  const dir = await mkdtemp(join(parent, 'soledad-bench-disk-'));
+  try {
+    const started = performance.now();
+    const bytes = await write(join(dir, 'large'));
+    return bytes / ((performance.now() - started) / 1000);
   } finally {
     if (!keep) await rm(dir, { recursive: true, force: true });
   }

@@ -9,13 +9,11 @@
 //   GET  /source?bytes=n  n bytes, written from one reused random 1 MiB buffer with backpressure
 //   GET  /ids?n=n         a JSON array of n random UUIDs (the shape of a blob listing)
 import { randomBytes, randomUUID } from 'node:crypto';
-import { createWriteStream } from 'node:fs';
-import { mkdtemp, rm, stat } from 'node:fs/promises';
+import { type FileHandle, mkdtemp, open, rm } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { pipeline } from 'node:stream/promises';
 
 const BLOCK = randomBytes(1024 * 1024);
 const MAX_COUNT = 10_000_000;
@@ -50,12 +48,54 @@ async function writeBytes(res: ServerResponse, total: number): Promise<void> {
 
 const SCRATCH = process.env.SOLEDAD_BENCH_SCRATCH;
 
+/** Bytes gathered before one `writev`, while the next ones arrive. */
+const WRITE_BATCH = 1024 * 1024;
+
+/** Writes all of `chunks` at the handle's position, however much each `writev` takes. */
+async function writeAll(handle: FileHandle, chunks: Buffer[]): Promise<void> {
+  let pending = chunks;
+  while (pending.length > 0) {
+    let { bytesWritten } = await handle.writev(pending);
+    while (pending.length > 0 && bytesWritten >= pending[0]!.length) {
+      bytesWritten -= pending[0]!.length;
+      pending = pending.slice(1);
+    }
+    if (bytesWritten > 0) pending[0] = pending[0]!.subarray(bytesWritten);
+  }
+}
+
+/**
+ * The body into a new file, then fsync: 1 MiB `writev` calls, each overlapping the receipt
+ * of the next MiB. (A `createWriteStream` pipeline measured 0.38–0.68 GB/s into tmpfs here,
+ * where these batches keep up with the socket.)
+ */
 async function writeToFile(req: IncomingMessage, res: ServerResponse): Promise<void> {
   const dir = await mkdtemp(join(SCRATCH ?? tmpdir(), 'soledad-bench-file-sink-'));
   try {
-    const path = join(dir, 'body');
-    await pipeline(req, createWriteStream(path, { flush: true, highWaterMark: 1024 * 1024 }));
-    answer(res, 200, { bytes: (await stat(path)).size });
+    const handle = await open(join(dir, 'body'), 'wx', 0o600);
+    let bytes = 0;
+    try {
+      let batch: Buffer[] = [];
+      let batchBytes = 0;
+      let writing: Promise<void> = Promise.resolve();
+      for await (const chunk of req as AsyncIterable<Buffer>) {
+        batch.push(chunk);
+        batchBytes += chunk.length;
+        bytes += chunk.length;
+        if (batchBytes < WRITE_BATCH) continue;
+        await writing;
+        writing = writeAll(handle, batch);
+        writing.catch(() => {}); // awaited below; a body that fails first must not leave it unhandled
+        batch = [];
+        batchBytes = 0;
+      }
+      await writing;
+      await writeAll(handle, batch);
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    answer(res, 200, { bytes });
   } catch {
     res.destroy();
   } finally {

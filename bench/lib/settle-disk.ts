@@ -5,6 +5,11 @@ import { promisify } from 'node:util';
 const execFileAsync = promisify(execFile);
 const DROP_CACHES = '/proc/sys/vm/drop_caches';
 
+/** Writes back every dirty page of the machine (`sync(1)`). */
+export async function syncDisk(): Promise<void> {
+  await execFileAsync('sync', []);
+}
+
 /**
  * Brings the disk to a quiet state before a measure that is bound by it: writes back every
  * dirty page (`sync(1)`), so no measure pays for the writeback of the one before, then, where
@@ -23,7 +28,7 @@ const DROP_CACHES = '/proc/sys/vm/drop_caches';
  * disk, whichever files were removed before. Resolves with whether the cache was dropped.
  */
 export async function settleDisk(): Promise<boolean> {
-  await execFileAsync('sync', []);
+  await syncDisk();
   try {
     await writeFile(DROP_CACHES, '1\n');
     return true;

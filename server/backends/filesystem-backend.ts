@@ -37,6 +37,16 @@ import type {
 } from './blobs-backend.js';
 import { takeCleanState, writeCleanState } from './clean-shutdown.js';
 import {
+  AlignedPool,
+  DIRECT_ALIGN,
+  DIRECT_MIN_BYTES,
+  DIRECT_READ_BUFFERS,
+  openDirectForWrite,
+  probeDirectIo,
+  reopenDirectForRead,
+  writeFullyAt,
+} from './direct-io.js';
+import {
   blobPath,
   DirSyncer,
   errorCode,
@@ -140,15 +150,45 @@ function ignore(): void {}
  * it, so a large read allocates 2 × READ_CHUNK however big the blob: while one buffer goes
  * to the sink, the next bytes are read into the other.
  */
+/**
+ * Reads whole `align`-byte blocks from `from` into `buffer` and resolves with the `count`
+ * bytes after the first `skip`; fails if the file ends before them.
+ */
+async function readExactly(
+  handle: FileHandle,
+  buffer: Buffer,
+  from: number,
+  skip: number,
+  count: number,
+  align: number,
+): Promise<Buffer> {
+  const length = Math.ceil((skip + count) / align) * align;
+  let got = 0;
+  while (got < skip + count) {
+    const { bytesRead } = await handle.read(buffer, got, length - got, from + got);
+    if (bytesRead === 0) throw new Error('the blob file is shorter than its size');
+    got += bytesRead;
+  }
+  return buffer.subarray(skip, skip + count);
+}
+
 class OpenedFile implements OpenedBlob {
   readonly size: number;
   readonly #handle: FileHandle;
   readonly #start: number;
   readonly #end: number;
+  readonly #direct: AlignedPool | undefined;
   #used = false;
 
-  constructor(handle: FileHandle, size: number, start: number, end: number) {
+  constructor(
+    handle: FileHandle,
+    size: number,
+    start: number,
+    end: number,
+    direct: AlignedPool | undefined,
+  ) {
     this.#handle = handle;
+    this.#direct = direct;
     this.size = size;
     this.#start = start;
     this.#end = end;
@@ -161,43 +201,77 @@ class OpenedFile implements OpenedBlob {
 
   async pipeTo(sink: (chunk: Buffer) => Promise<void>): Promise<void> {
     this.#take();
-    const handle = this.#handle;
+    try {
+      const length = Math.max(this.#end - this.#start + 1, 0);
+      const buffers =
+        length >= DIRECT_MIN_BYTES ? this.#direct?.acquire(DIRECT_READ_BUFFERS) : undefined;
+      if (buffers !== undefined) {
+        try {
+          const direct = await reopenDirectForRead(this.#handle);
+          if (direct !== undefined) {
+            try {
+              await this.#pump(buffers, DIRECT_ALIGN, direct, sink);
+              return;
+            } finally {
+              await direct.close();
+            }
+          }
+        } finally {
+          this.#direct!.release(buffers);
+        }
+      }
+      const size = Math.min(READ_CHUNK, length);
+      const pair = [Buffer.allocUnsafeSlow(size), Buffer.allocUnsafeSlow(size)];
+      await this.#pump(pair, 1, this.#handle, sink);
+    } finally {
+      await this.#handle.close();
+    }
+  }
+
+  /**
+   * Reads the range through `buffers` in turn and hands each chunk to `sink`: one buffer is
+   * with the sink while the others are being read into, so up to `buffers.length - 1` reads
+   * are in flight. Each read covers whole blocks of `align` bytes (1 for a buffered handle,
+   * `DIRECT_ALIGN` for a direct one); what lies before or after the range is left out.
+   */
+  async #pump(
+    buffers: readonly Buffer[],
+    align: number,
+    handle: FileHandle,
+    sink: (chunk: Buffer) => Promise<void>,
+  ): Promise<void> {
     let position = this.#start;
     let left = this.#end - this.#start + 1;
-    const length = Math.min(READ_CHUNK, Math.max(left, 0));
-    const buffers = [Buffer.allocUnsafeSlow(length), Buffer.allocUnsafeSlow(length)] as const;
-    const readInto = (buffer: Buffer): Promise<number> =>
-      handle
-        .read(buffer, 0, Math.min(buffer.length, left), position)
-        .then(({ bytesRead }) => bytesRead);
-    let reading: Promise<number> | undefined;
+    let turn = 0;
+    const reads: Promise<Buffer>[] = [];
+    const issue = (): void => {
+      while (left > 0 && reads.length < buffers.length - 1) {
+        const buffer = buffers[turn]!;
+        const skip = position % align;
+        const count = Math.min(buffer.length - skip, left);
+        const reading = readExactly(handle, buffer, position - skip, skip, count, align);
+        // Awaited in turn; a failure meanwhile must not count as unhandled.
+        reading.catch(ignore);
+        reads.push(reading);
+        position += count;
+        left -= count;
+        turn = (turn + 1) % buffers.length;
+      }
+    };
     let sinking: Promise<void> = Promise.resolve();
     try {
-      let turn = 0;
-      reading = left > 0 ? readInto(buffers[0]) : undefined;
-      reading?.catch(ignore);
-      while (reading !== undefined) {
-        const bytesRead = await reading;
-        reading = undefined;
-        if (bytesRead === 0) throw new Error('the blob file is shorter than its size');
-        const chunk = buffers[turn]!.subarray(0, bytesRead);
-        position += bytesRead;
-        left -= bytesRead;
-        // The other buffer is free once the sink is done with the chunk it held.
+      issue();
+      for (let reading = reads.shift(); reading !== undefined; reading = reads.shift()) {
+        const chunk = await reading;
+        // The buffer of the chunk before is free once the sink is done with it.
         await sinking;
-        turn = 1 - turn;
-        if (left > 0) {
-          reading = readInto(buffers[turn]!);
-          // Awaited in turn; a failure meanwhile must not count as unhandled.
-          reading.catch(ignore);
-        }
+        issue();
         sinking = sink(chunk);
         sinking.catch(ignore);
       }
       await sinking;
     } finally {
-      await Promise.allSettled([reading, sinking]);
-      await handle.close();
+      await Promise.allSettled([...reads, sinking]);
     }
   }
 
@@ -226,6 +300,13 @@ export class FilesystemBackend implements BlobsBackend {
   private readonly reservedBytes = new Map<string, number>();
   private readonly mutex = new KeyMutex();
   private readonly dirs = new DirSyncer();
+  /** Buffers for direct I/O of large bodies (direct-io.ts); undefined where it is off. */
+  private readonly direct: AlignedPool | undefined;
+
+  /** Whether bodies of `DIRECT_MIN_BYTES` or more bypass the page cache (direct-io.ts). */
+  get directIo(): boolean {
+    return this.direct !== undefined;
+  }
   /** Ids with an upload on its way (`announceUploads`): ref key → how many. */
   private readonly announced = new Map<string, number>();
   private readonly inflight = new Set<Promise<unknown>>();
@@ -238,7 +319,9 @@ export class FilesystemBackend implements BlobsBackend {
     logger: Logger,
     usage: Map<string, number>,
     lastTime: number,
+    direct: AlignedPool | undefined,
   ) {
+    this.direct = direct;
     this.root = root;
     this.index = index;
     this.logger = logger;
@@ -251,8 +334,12 @@ export class FilesystemBackend implements BlobsBackend {
    * another backend (this process or another) has it open. Removes stale temp files; when
    * the last run did not close cleanly, also reconciles the index with every blob file
    * first, which takes time proportional to the number of blobs (seconds per 100,000).
+   * Large bodies use direct I/O where the filesystem supports it, unless `directIo` is false.
    */
-  static async open(root: string, options?: { logger?: Logger }): Promise<FilesystemBackend> {
+  static async open(
+    root: string,
+    options?: { logger?: Logger; directIo?: boolean },
+  ): Promise<FilesystemBackend> {
     const logger = (options?.logger ?? pino({ enabled: false })).child({
       component: 'filesystem-backend',
     });
@@ -271,6 +358,11 @@ export class FilesystemBackend implements BlobsBackend {
       const started = performance.now();
       const stale = await FilesystemBackend.clearTemp(real);
       await migrateLayout(real, logger);
+      let direct: AlignedPool | undefined;
+      if (options?.directIo !== false) {
+        const pool = new AlignedPool();
+        if (await probeDirectIo(join(real, TMP_DIR), pool)) direct = pool;
+      }
       const clean = await takeCleanState(real, logger);
       if (clean !== undefined) {
         const flagsRewritten = await repairFlagsFiles(real, index);
@@ -280,10 +372,11 @@ export class FilesystemBackend implements BlobsBackend {
             ms: Math.round(performance.now() - started),
             staleTempFiles: stale,
             flagsRewritten,
+            directIo: direct !== undefined,
           },
           'opened blob storage after a clean close',
         );
-        return new FilesystemBackend(real, index, logger, clean.usage, clean.latestTime);
+        return new FilesystemBackend(real, index, logger, clean.usage, clean.latestTime, direct);
       }
       const state = await reconcile(real, index, logger);
       logger.info(
@@ -295,10 +388,11 @@ export class FilesystemBackend implements BlobsBackend {
           dropped: state.dropped,
           removed: state.removed,
           flagsRewritten: state.flagsRewritten,
+          directIo: direct !== undefined,
         },
         'opened blob storage after checking every blob file (no clean close recorded)',
       );
-      return new FilesystemBackend(real, index, logger, state.usage, state.latestTime);
+      return new FilesystemBackend(real, index, logger, state.usage, state.latestTime, direct);
     } catch (error) {
       await index?.close().catch(ignore);
       openRoots.delete(real);
@@ -342,7 +436,7 @@ export class FilesystemBackend implements BlobsBackend {
             `bytes ${range.start}-${range.end} of a ${size}-byte blob`,
           );
         }
-        return new OpenedFile(handle, size, range?.start ?? 0, range?.end ?? size - 1);
+        return new OpenedFile(handle, size, range?.start ?? 0, range?.end ?? size - 1, this.direct);
       } catch (error) {
         await handle.close();
         throw error;
@@ -551,9 +645,29 @@ export class FilesystemBackend implements BlobsBackend {
     reservation: Reservation,
     options: WriteOptions,
   ): Promise<LiveEntry> {
-    const handle = await open(temp, 'wx', FILE_MODE);
+    const large = (options.expectedSize ?? 0) >= DIRECT_MIN_BYTES;
+    const buffers = large ? this.direct?.acquire(2) : undefined;
+    if (buffers === undefined)
+      return this.stampAndSync(await open(temp, 'wx', FILE_MODE), options, (handle) =>
+        this.receive(body, handle, reservation, options),
+      );
     try {
-      const size = await this.receive(body, handle, reservation, options);
+      return await this.stampAndSync(await openDirectForWrite(temp, FILE_MODE), options, (handle) =>
+        this.receiveDirect(body, handle, buffers, reservation, options),
+      );
+    } finally {
+      this.direct!.release(buffers);
+    }
+  }
+
+  /** Fills `handle` with `fill`, sets the upload time as its mtime, fsyncs and closes it. */
+  private async stampAndSync(
+    handle: FileHandle,
+    options: WriteOptions,
+    fill: (handle: FileHandle) => Promise<number>,
+  ): Promise<LiveEntry> {
+    try {
+      const size = await fill(handle);
       const entry = this.newEntry(size, options);
       await handle.utimes(entry.t / 1e6, entry.t / 1e6);
       await handle.sync();
@@ -572,16 +686,9 @@ export class FilesystemBackend implements BlobsBackend {
   ): Promise<LiveEntry> {
     const chunks: Buffer[] = [];
     let size = 0;
-    // Iterated by hand: leaving early must not call return(), which would destroy a caller's stream.
-    const iterator = body[Symbol.asyncIterator]();
-    for (;;) {
-      const next = await iterator.next();
-      if (next.done) break;
-      if (next.value.length === 0) continue;
-      size += next.value.length;
-      this.admit(size, reservation, options);
-      noteReceived(next.value.length);
-      chunks.push(next.value);
+    for await (const chunk of this.admitted(body, reservation, options)) {
+      size += chunk.length;
+      chunks.push(chunk);
     }
     this.checkComplete(size, options);
     const entry = this.newEntry(size, options);
@@ -598,6 +705,29 @@ export class FilesystemBackend implements BlobsBackend {
 
   private newEntry(size: number, options: WriteOptions): LiveEntry {
     return { t: this.nextTime(), s: size, f: [...(options.flags ?? [])] };
+  }
+
+  /**
+   * The non-empty chunks of `body`, each let through once the body so far is within its
+   * limits and reserved (`admit`). `body` is iterated by hand: a write that fails early
+   * must not call its `return()`, which would destroy a caller's stream.
+   */
+  private async *admitted(
+    body: AsyncIterable<Buffer>,
+    reservation: Reservation,
+    options: WriteOptions,
+  ): AsyncGenerator<Buffer> {
+    const iterator = body[Symbol.asyncIterator]();
+    let size = 0;
+    for (;;) {
+      const next = await iterator.next();
+      if (next.done) return;
+      if (next.value.length === 0) continue;
+      size += next.value.length;
+      this.admit(size, reservation, options);
+      noteReceived(next.value.length);
+      yield next.value;
+    }
   }
 
   /** Checks a body that has reached `size` bytes against its limits, and reserves them. */
@@ -631,8 +761,6 @@ export class FilesystemBackend implements BlobsBackend {
     reservation: Reservation,
     options: WriteOptions,
   ): Promise<number> {
-    // Iterated by hand: leaving early must not call return(), which would destroy a caller's stream.
-    const iterator = body[Symbol.asyncIterator]();
     let size = 0;
     let batch: Buffer[] = [];
     let batchBytes = 0;
@@ -660,14 +788,8 @@ export class FilesystemBackend implements BlobsBackend {
       }
     };
     try {
-      for (;;) {
-        const next = await iterator.next();
-        if (next.done) break;
-        const chunk = next.value;
-        if (chunk.length === 0) continue;
+      for await (const chunk of this.admitted(body, reservation, options)) {
         size += chunk.length;
-        this.admit(size, reservation, options);
-        noteReceived(chunk.length);
         batch.push(chunk);
         batchBytes += chunk.length;
         if (batchBytes >= WRITE_BATCH_BYTES || batch.length >= WRITE_BATCH_CHUNKS) await flush();
@@ -679,6 +801,54 @@ export class FilesystemBackend implements BlobsBackend {
       return size;
     } finally {
       await Promise.all([writing.catch(ignore), syncing.catch(ignore)]);
+    }
+  }
+
+  /**
+   * `receive` with direct I/O: the body is copied into one aligned buffer while the other
+   * is being written; the last partial block goes out padded and the file is truncated to
+   * the body's size.
+   */
+  private async receiveDirect(
+    body: AsyncIterable<Buffer>,
+    handle: FileHandle,
+    buffers: Buffer[],
+    reservation: Reservation,
+    options: WriteOptions,
+  ): Promise<number> {
+    let size = 0;
+    let turn = 0;
+    let filled = 0;
+    let position = 0;
+    let writing: Promise<void> = Promise.resolve();
+    try {
+      for await (let chunk of this.admitted(body, reservation, options)) {
+        size += chunk.length;
+        while (chunk.length > 0) {
+          const buffer = buffers[turn]!;
+          const copied = chunk.copy(buffer, filled);
+          filled += copied;
+          chunk = chunk.subarray(copied);
+          if (filled < buffer.length) continue;
+          await writing;
+          writing = writeFullyAt(handle, buffer, buffer.length, position);
+          writing.catch(ignore);
+          position += buffer.length;
+          filled = 0;
+          turn = 1 - turn;
+        }
+      }
+      await writing;
+      this.checkComplete(size, options);
+      if (filled > 0) {
+        const padded = Math.ceil(filled / DIRECT_ALIGN) * DIRECT_ALIGN;
+        buffers[turn]!.fill(0, filled, padded);
+        await writeFullyAt(handle, buffers[turn]!, padded, position);
+        if (padded !== filled) await handle.truncate(size);
+      }
+      return size;
+    } finally {
+      await writing.catch(ignore);
     }
   }
 

@@ -13,6 +13,7 @@ import { tempDir } from '../helpers/tmp.js';
 import { waitFor } from '../helpers/wait.js';
 import { exists, readAll, waitForAttachment } from './daemon/daemon-fixtures.js';
 
+const REMOTE = 2;
 const SYNCED = 3;
 
 describe('WatchFolders', () => {
@@ -219,7 +220,11 @@ describe('WatchFolders', () => {
       }
     });
 
-    it('keeps the old blob until the new one is SYNCED, across a restart', async () => {
+    /**
+     * Imports a file, changes it while the server is down and closes the watcher; then
+     * reopens the daemon and lets the new blob reach SYNCED with no watcher running.
+     */
+    async function replaceWhileOffline(): Promise<{ oldBlob: string; newBlob: string }> {
       const path = join(folder, 'notes.txt');
       await writeFile(path, 'version one');
       const watcher = watchFolders();
@@ -244,12 +249,27 @@ describe('WatchFolders', () => {
       await h.startServer();
       await waitForAttachment(h.daemon, newBlob, (i) => i.state === SYNCED, 'SYNCED');
       assert.equal((await h.daemon.getAttachmentInfo(oldBlob))?.state, SYNCED);
+      return { oldBlob, newBlob };
+    }
 
+    async function expectOldBlobDeletedAtStart(oldBlob: string): Promise<void> {
       await watchFolders().start();
       await waitFor(async () => (await h.daemon.getAttachmentInfo(oldBlob)) === undefined, {
         what: 'the old blob to be deleted at start-up',
       });
       assert.deepEqual(await index.listWatchEntries({ prefix: REPLACED_BLOB_PREFIX }), []);
+    }
+
+    it('keeps the old blob until the new one is SYNCED, across a restart', async () => {
+      const { oldBlob } = await replaceWhileOffline();
+      await expectOldBlobDeletedAtStart(oldBlob);
+    });
+
+    it('deletes the old blob at start-up when the new one has been evicted since (REMOTE)', async () => {
+      const { oldBlob, newBlob } = await replaceWhileOffline();
+      await h.daemon.evictAttachment(newBlob);
+      assert.equal((await h.daemon.getAttachmentInfo(newBlob))?.state, REMOTE);
+      await expectOldBlobDeletedAtStart(oldBlob);
     });
 
     it('imports a file written in several slow appends once, complete', async () => {

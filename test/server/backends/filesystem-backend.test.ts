@@ -5,7 +5,7 @@ import { join, relative } from 'node:path';
 import type { Readable } from 'node:stream';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import { promisify } from 'node:util';
-import type { BlobRef, WriteOptions } from '../../../server/backends/blobs-backend.js';
+import type { BlobRef, ByteRange, WriteOptions } from '../../../server/backends/blobs-backend.js';
 import { FilesystemBackend, RootInUseError } from '../../../server/backends/filesystem-backend.js';
 import { BlobsError } from '../../../server/errors.js';
 import type { BlobsErrorCode } from '../../../wire/errors.js';
@@ -205,6 +205,82 @@ describe('FilesystemBackend', () => {
       assert.ok((await readFile(layoutPath(root, ref('odd')))).equals(bytes));
     });
 
+    describe('direct I/O of large bodies', () => {
+      // Not a multiple of the 4 KiB blocks, and over DIRECT_MIN_BYTES (8 MiB).
+      const SIZE = 9 * 1024 * 1024 + 4097;
+      const pattern = (size: number) => {
+        const bytes = Buffer.alloc(size);
+        for (let i = 0; i < size; i++) bytes[i] = (i * 13 + (i >> 11)) & 0xff;
+        return bytes;
+      };
+      async function* oddChunks(bytes: Buffer): AsyncGenerator<Buffer> {
+        for (let at = 0, n = 1; at < bytes.length; n = (n * 7 + 3) % 300_000) {
+          const size = Math.min(bytes.length - at, 1 + n);
+          yield bytes.subarray(at, at + size);
+          at += size;
+        }
+      }
+      const limits = { quota: 100 * SIZE, maxSize: 2 * SIZE, expectedSize: SIZE };
+
+      async function collect(backend: FilesystemBackend, id: string, range?: ByteRange) {
+        const copies: Buffer[] = [];
+        const opened = await backend.open(ref(id), range);
+        await opened.pipeTo(async (chunk) => {
+          copies.push(Buffer.from(chunk));
+          await new Promise((resolve) => setImmediate(resolve));
+        });
+        return Buffer.concat(copies);
+      }
+
+      it('writes and reads back byte for byte, whole and by unaligned ranges', async (t) => {
+        if (!backend.directIo) t.skip('this filesystem has no O_DIRECT');
+        const bytes = pattern(SIZE);
+        assert.deepEqual(await backend.write(ref('direct'), oddChunks(bytes), limits), {
+          size: SIZE,
+        });
+        // The padded last block is cut off again.
+        assert.equal((await stat(layoutPath(root, ref('direct')))).size, SIZE);
+        assert.ok((await readFile(layoutPath(root, ref('direct')))).equals(bytes));
+        assert.ok((await collect(backend, 'direct')).equals(bytes));
+        for (const range of [
+          { start: 1, end: SIZE - 2 },
+          { start: 4095, end: 4095 + 8 * 1024 * 1024 },
+          { start: 2 * 1024 * 1024 - 1, end: SIZE - 1 },
+        ]) {
+          const got = await collect(backend, 'direct', range);
+          assert.ok(got.equals(bytes.subarray(range.start, range.end + 1)), JSON.stringify(range));
+        }
+      });
+
+      it('finishes a direct read of a blob deleted after it was opened', async (t) => {
+        if (!backend.directIo) t.skip('this filesystem has no O_DIRECT');
+        const bytes = pattern(SIZE);
+        await backend.write(ref('going'), oddChunks(bytes), limits);
+        const opened = await backend.open(ref('going'));
+        await backend.delete(ref('going'));
+        const copies: Buffer[] = [];
+        await opened.pipeTo(async (chunk) => {
+          copies.push(Buffer.from(chunk));
+        });
+        assert.ok(Buffer.concat(copies).equals(bytes));
+      });
+
+      it('takes the buffered path, byte for byte, when opened with directIo: false', async () => {
+        const other = await FilesystemBackend.open(join(dir.path, 'buffered-root'), {
+          directIo: false,
+        });
+        try {
+          assert.equal(other.directIo, false);
+          const bytes = pattern(SIZE);
+          await other.write(ref('buffered'), oddChunks(bytes), limits);
+          const got = await collect(other, 'buffered', { start: 5, end: SIZE - 1 });
+          assert.ok(got.equals(bytes.subarray(5)));
+        } finally {
+          await other.close();
+        }
+      });
+    });
+
     it('stops reading when the sink fails, and can close a blob it never reads', async () => {
       await backend.write(ref('piped'), chunks('abc'), LIMITS);
       const opened = await backend.open(ref('piped'));
@@ -271,9 +347,13 @@ describe('FilesystemBackend', () => {
     });
 
     // An announced size of 64 KiB or less takes the path that gathers the body first.
-    for (const announced of [undefined, 2000, 90_000]) {
+    // 9 MiB takes the direct path (direct-io.ts) where the filesystem has it.
+    for (const announced of [undefined, 2000, 90_000, 9 * 1024 * 1024]) {
       const label = announced === undefined ? 'not announced' : `announced as ${announced} bytes`;
-      const limits = announced === undefined ? LIMITS : { ...LIMITS, expectedSize: announced };
+      const limits =
+        announced === undefined
+          ? LIMITS
+          : { quota: 10 * 1024 * 1024, maxSize: 10 * 1024 * 1024, expectedSize: announced };
 
       it(`leaves no file and charges nothing when a body ${label} fails midway`, async () => {
         await assert.rejects(
