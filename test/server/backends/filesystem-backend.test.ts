@@ -265,6 +265,39 @@ describe('FilesystemBackend', () => {
         assert.ok(Buffer.concat(copies).equals(bytes));
       });
 
+      it('stores and reads every body right when more are in flight than the buffers allow', async () => {
+        // Eight writes of 9 MiB held open at once: the pool (12 buffers, 2 a write) runs out
+        // and the last ones take the buffered path; then eight reads (4 buffers each) at once.
+        const bodies = Array.from({ length: 8 }, (_, i) => {
+          const bytes = pattern(SIZE);
+          bytes.fill(i, 0, 64);
+          return bytes;
+        });
+        let release!: () => void;
+        const gate = new Promise<void>((resolve) => {
+          release = resolve;
+        });
+        let holding = 0;
+        let allHolding!: () => void;
+        const allHeld = new Promise<void>((resolve) => {
+          allHolding = resolve;
+        });
+        async function* held(bytes: Buffer): AsyncGenerator<Buffer> {
+          yield bytes.subarray(0, 3 * 1024 * 1024);
+          if (++holding === bodies.length) allHolding();
+          await gate;
+          yield bytes.subarray(3 * 1024 * 1024);
+        }
+        const writes = bodies.map((bytes, i) =>
+          backend.write(ref(`many-${i}`), held(bytes), limits),
+        );
+        await withTimeout(allHeld, 10_000, 'every write to take its first chunk');
+        release();
+        await Promise.all(writes);
+        const reads = await Promise.all(bodies.map((_, i) => collect(backend, `many-${i}`)));
+        reads.forEach((got, i) => assert.ok(got.equals(bodies[i]!), `blob ${i}`));
+      });
+
       it('takes the buffered path, byte for byte, when opened with directIo: false', async () => {
         const other = await FilesystemBackend.open(join(dir.path, 'buffered-root'), {
           directIo: false,
