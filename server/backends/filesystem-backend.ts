@@ -41,6 +41,7 @@ import {
   DIRECT_ALIGN,
   DIRECT_MIN_BYTES,
   DIRECT_READ_BUFFERS,
+  DIRECT_WRITE_BUFFERS,
   openDirectForWrite,
   probeDirectIo,
   reopenDirectForRead,
@@ -646,7 +647,7 @@ export class FilesystemBackend implements BlobsBackend {
     options: WriteOptions,
   ): Promise<LiveEntry> {
     const large = (options.expectedSize ?? 0) >= DIRECT_MIN_BYTES;
-    const buffers = large ? this.direct?.acquire(2) : undefined;
+    const buffers = large ? this.direct?.acquire(DIRECT_WRITE_BUFFERS) : undefined;
     if (buffers === undefined)
       return this.stampAndSync(await open(temp, 'wx', FILE_MODE), options, (handle) =>
         this.receive(body, handle, reservation, options),
@@ -820,7 +821,8 @@ export class FilesystemBackend implements BlobsBackend {
     let turn = 0;
     let filled = 0;
     let position = 0;
-    let writing: Promise<void> = Promise.resolve();
+    // The write of each buffer, which must be done before the buffer is filled again.
+    const writes: Promise<void>[] = buffers.map(() => Promise.resolve());
     try {
       for await (let chunk of this.admitted(body, reservation, options)) {
         size += chunk.length;
@@ -830,15 +832,16 @@ export class FilesystemBackend implements BlobsBackend {
           filled += copied;
           chunk = chunk.subarray(copied);
           if (filled < buffer.length) continue;
-          await writing;
-          writing = writeFullyAt(handle, buffer, buffer.length, position);
+          const writing = writeFullyAt(handle, buffer, buffer.length, position);
           writing.catch(ignore);
+          writes[turn] = writing;
           position += buffer.length;
           filled = 0;
-          turn = 1 - turn;
+          turn = (turn + 1) % buffers.length;
+          await writes[turn];
         }
       }
-      await writing;
+      await Promise.all(writes);
       this.checkComplete(size, options);
       if (filled > 0) {
         const padded = Math.ceil(filled / DIRECT_ALIGN) * DIRECT_ALIGN;
@@ -848,7 +851,7 @@ export class FilesystemBackend implements BlobsBackend {
       }
       return size;
     } finally {
-      await writing.catch(ignore);
+      await Promise.allSettled(writes);
     }
   }
 
