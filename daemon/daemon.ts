@@ -57,7 +57,7 @@ import { BlobsClient } from './remote/blobs-client.js';
 import { RemoteStatus } from './remote-status.js';
 import { runRemoteSync, type SyncResult } from './remote-sync.js';
 import { SMALL_ENVELOPE_MAX_BYTES, smallEnvelopesIn } from './small-envelopes.js';
-import { Store } from './store/index.js';
+import { Store, type Transaction } from './store/index.js';
 import { TransferBatcher } from './transfer-batcher.js';
 import { TransferQueue } from './transfer-queue.js';
 import { TransferScheduler } from './transfer-scheduler.js';
@@ -68,6 +68,17 @@ export type { DaemonOptions, TransferSettings } from './daemon-options.js';
 const PAGE = 1000;
 
 type Listener<T> = (value: T) => void;
+
+/**
+ * Settings key prefix of a blob that a document change stopped pointing at, recorded in the
+ * change's own commit and dropped once the attachment's deletion is durable: a crash in
+ * between leaves the record, and the next start carries the deletion out.
+ */
+export const REPLACED_BLOB_SETTING = 'replaced-blob:';
+
+function recordReplaced(tx: Transaction, blobId: string, docId: string): void {
+  tx.putSetting(REPLACED_BLOB_SETTING + blobId, { docId });
+}
 
 /**
  * The daemon as a library (DESIGN §5): documents and attachments in a LevelDB store,
@@ -276,6 +287,7 @@ export class Daemon implements DaemonApi {
     );
     // Envelopes without a record can only be left by a crash: after a clean stop the
     // sweep skips the pass over every local envelope.
+    this.#inBackground(this.#finishReplacedAfterCrash());
     this.#inBackground(this.sweepOrphans({ files: !this.#store.openedAfterCleanStop }));
     this.#idle.start();
     const watch = this.#options.watch;
@@ -342,15 +354,20 @@ export class Daemon implements DaemonApi {
     options: { keepReplacedBlob?: boolean } = {},
   ): Promise<DocRecord> {
     return this.#api(async () => {
+      // The commit checks `rev`, so `before` is the version it replaces.
       const before = await this.#store.getDoc(id);
-      const result = await this.#store.commit((tx) => tx.putDoc(id, content, rev));
+      const old = before && !before.deleted ? pointerOf(before.content) : undefined;
+      const replaced =
+        old !== undefined && old !== pointerOf(content) && options.keepReplacedBlob !== true
+          ? old
+          : undefined;
+      const result = await this.#store.commit((tx) => {
+        tx.putDoc(id, content, rev);
+        if (replaced !== undefined) recordReplaced(tx, replaced, id);
+      });
       const change = result.docs[0]!;
       this.#docEvent(result.seqs[0], change);
-      // The commit checked `rev`, so `before` is the version it replaced.
-      const old = before && !before.deleted ? pointerOf(before.content) : undefined;
-      if (old !== undefined && old !== pointerOf(content) && options.keepReplacedBlob !== true) {
-        await this.#deleteReplaced(old, id);
-      }
+      if (replaced !== undefined) await this.#finishReplaced(replaced, id);
       return { id, rev: change.rev, content: structuredClone(content), deleted: false };
     });
   }
@@ -358,11 +375,14 @@ export class Daemon implements DaemonApi {
   deleteDoc(id: string, rev: string): Promise<DocRecord> {
     return this.#api(async () => {
       const before = await this.#store.getDoc(id);
-      const result = await this.#store.commit((tx) => tx.deleteDoc(id, rev));
+      const old = before && !before.deleted ? pointerOf(before.content) : undefined;
+      const result = await this.#store.commit((tx) => {
+        tx.deleteDoc(id, rev);
+        if (old !== undefined) recordReplaced(tx, old, id);
+      });
       const change = result.docs[0]!;
       this.#docEvent(result.seqs[0], change);
-      const old = before && !before.deleted ? pointerOf(before.content) : undefined;
-      if (old !== undefined) await this.#deleteReplaced(old, id);
+      if (old !== undefined) await this.#finishReplaced(old, id);
       return { id, rev: change.rev, content: {}, deleted: true };
     });
   }
@@ -866,6 +886,40 @@ export class Daemon implements DaemonApi {
         return liveInfo(live);
       }),
     );
+  }
+
+  /**
+   * Deletes the blob a committed document change stopped pointing at, then drops the
+   * record of that deletion that the change committed with it (`recordReplaced`).
+   */
+  async #finishReplaced(blobId: string, docId: string): Promise<void> {
+    await this.#deleteReplaced(blobId, docId);
+    await this.#store.commit((tx) => tx.deleteSetting(REPLACED_BLOB_SETTING + blobId));
+  }
+
+  /**
+   * Carries out the deletions of replaced blobs that a crash cut short: the document
+   * change was committed, the attachment's own `deleting` record was not.
+   */
+  async #finishReplacedAfterCrash(): Promise<void> {
+    for (const { key, value } of await this.#store.listSettings(REPLACED_BLOB_SETTING)) {
+      const blobId = key.slice(REPLACED_BLOB_SETTING.length);
+      const docId = (value as { docId?: unknown } | null)?.docId;
+      if (typeof docId !== 'string') {
+        this.#logger.warn({ key }, 'dropping a malformed record of a replaced blob');
+        await this.#store.commit((tx) => tx.deleteSetting(key));
+        continue;
+      }
+      const doc = await this.#store.getDoc(docId);
+      const current = doc === undefined || doc.deleted ? undefined : pointerOf(doc.content);
+      // A later change may have pointed the document at the blob again.
+      if (current === blobId) {
+        await this.#store.commit((tx) => tx.deleteSetting(key));
+        continue;
+      }
+      this.#logger.info({ blobId, docId }, 'finishing the deletion of a replaced blob');
+      await this.#finishReplaced(blobId, docId);
+    }
   }
 
   /** Deletes the blob a committed document change stopped pointing at. */

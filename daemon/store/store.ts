@@ -419,6 +419,13 @@ export class Store {
     return value === undefined ? undefined : JSON.parse(value);
   }
 
+  /** Every setting whose key starts with `prefix`, in key order. */
+  async listSettings(prefix: string): Promise<Array<{ key: string; value: unknown }>> {
+    this.#assertOpen();
+    const entries = await this.#subs.setting.iterator({ gte: prefix, lt: `${prefix}\uffff` }).all();
+    return entries.map(([key, value]) => ({ key, value: JSON.parse(value) as unknown }));
+  }
+
   async putSetting(key: string, value: unknown): Promise<void> {
     await this.commit((tx) => tx.putSetting(key, value));
   }

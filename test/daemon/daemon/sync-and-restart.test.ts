@@ -1,7 +1,11 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { DocumentSealer } from '../../../daemon/crypto/document-sealer.js';
 import { createEncryptStream } from '../../../daemon/crypto/encrypt-stream.js';
+import { REPLACED_BLOB_SETTING } from '../../../daemon/daemon.js';
+import { Store } from '../../../daemon/store/index.js';
 import { AttachmentState } from '../../../machines/index.js';
 import { DaemonHarness } from '../../helpers/daemon-harness.js';
 import { waitFor } from '../../helpers/wait.js';
@@ -221,16 +225,75 @@ describe('Daemon batching, remote sync and restarts', () => {
     assert.ok(await h.daemon.getAttachmentInfo(kept.blobId));
   });
 
-  it('sweeps a blob its document stopped pointing at and that was kept', async () => {
-    await h.openDaemon({ orphanGraceMs: 0 });
+  /** Opens the daemon's own store (the daemon closed), runs `use`, and closes it. */
+  async function withClosedDaemonStore<T>(use: (store: Store) => Promise<T>): Promise<T> {
+    await h.daemon.close();
+    const store = await Store.open(join(h.dataDir, 'db'), {
+      sealer: new DocumentSealer(h.secret),
+      deviceId: h.deviceId,
+    });
+    try {
+      return await use(store);
+    } finally {
+      await store.close();
+    }
+  }
+
+  /** A document with an attachment, then pointed at a second one. */
+  async function replaceAttachment(options: { keepReplacedBlob?: boolean } = {}) {
     const first = await docWithAttachment(h.daemon, KiB);
     const second = await h.daemon.putAttachment(first.doc.id, sourceOf(randomBytes(KiB)));
-    await h.daemon.putDoc(
-      first.doc.id,
-      { ...first.doc.content, blob_id: second.blobId },
-      first.doc.rev,
-      { keepReplacedBlob: true },
+    const { doc } = first;
+    await h.daemon.putDoc(doc.id, { ...doc.content, blob_id: second.blobId }, doc.rev, options);
+    return { first, second };
+  }
+
+  it('commits the deletion of a replaced blob with the document change, and drops it once done', async () => {
+    await h.openDaemon();
+    const { first } = await replaceAttachment();
+    assert.ok(
+      (await h.daemon.getAttachmentInfo(first.blobId))?.machineState.startsWith('deleting') ?? true,
     );
+    const pending = await withClosedDaemonStore((store) =>
+      store.listSettings(REPLACED_BLOB_SETTING),
+    );
+    assert.deepEqual(pending, []);
+    await h.openDaemon();
+  });
+
+  it('finishes at the next start a replaced blob deletion that a crash cut short', async () => {
+    await h.openDaemon();
+    const { doc, blobId } = await docWithAttachment(h.daemon, KiB);
+    await waitForAttachment(h.daemon, blobId, (i) => i.machineState === 'synced', 'synced');
+    // What a crash right after putDoc's commit leaves: the pointer gone and the deletion
+    // recorded in the same batch, the attachment itself still SYNCED.
+    await withClosedDaemonStore((store) =>
+      store.commit((tx) => {
+        const { blob_id: _pointer, ...content } = doc.content;
+        tx.putDoc(doc.id, content, doc.rev);
+        tx.putSetting(REPLACED_BLOB_SETTING + blobId, { docId: doc.id });
+      }),
+    );
+
+    // The orphan sweep's grace period (24 h by default) is not what deletes it.
+    await h.openDaemon();
+    await waitFor(async () => (await h.daemon.getAttachmentInfo(blobId)) === undefined, {
+      what: 'the replaced blob to be deleted at start-up',
+    });
+    assert.ok(h.logs.some((line) => line.msg === 'finishing the deletion of a replaced blob'));
+    await waitFor(async () => !(await h.client!.list()).includes(blobId), {
+      what: 'the server copy to go',
+    });
+    const pending = await withClosedDaemonStore((store) =>
+      store.listSettings(REPLACED_BLOB_SETTING),
+    );
+    assert.deepEqual(pending, []);
+    await h.openDaemon();
+  });
+
+  it('sweeps a blob its document stopped pointing at and that was kept', async () => {
+    await h.openDaemon({ orphanGraceMs: 0 });
+    const { first, second } = await replaceAttachment({ keepReplacedBlob: true });
     assert.ok(await h.daemon.getAttachmentInfo(first.blobId), 'kept for now');
 
     // (The start-up sweep may be the one that finds it.)
