@@ -295,7 +295,7 @@ describe('FilesystemBackend', () => {
         release();
         await Promise.all(writes);
         const reads = await Promise.all(bodies.map((_, i) => collect(backend, `many-${i}`)));
-        reads.forEach((got, i) => assert.ok(got.equals(bodies[i]!), `blob ${i}`));
+        for (const [i, got] of reads.entries()) assert.ok(got.equals(bodies[i]!), `blob ${i}`);
       });
 
       it('takes the buffered path, byte for byte, when opened with directIo: false', async () => {
