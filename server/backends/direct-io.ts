@@ -13,8 +13,8 @@
  * size. Node's own buffers come from malloc, which aligns to 16 bytes only; a WebAssembly
  * memory is mapped on its own, so it starts on a page boundary. Offsets and lengths are
  * multiples of `DIRECT_ALIGN`, and a write's last partial block is padded with zeros and the
- * file truncated to its size after. A filesystem without `O_DIRECT` (tmpfs) is found at open
- * by `probeDirectIo` and keeps the buffered path.
+ * file truncated to its size after. A filesystem without `O_DIRECT` (tmpfs before Linux 6.6,
+ * some network filesystems) is found at open by `probeDirectIo` and keeps the buffered path.
  */
 
 import { randomBytes } from 'node:crypto';

@@ -648,12 +648,15 @@ export class FilesystemBackend implements BlobsBackend {
   ): Promise<LiveEntry> {
     const large = (options.expectedSize ?? 0) >= DIRECT_MIN_BYTES;
     const buffers = large ? this.direct?.acquire(DIRECT_WRITE_BUFFERS) : undefined;
-    if (buffers === undefined)
-      return this.stampAndSync(await open(temp, 'wx', FILE_MODE), options, (handle) =>
+    if (buffers === undefined) {
+      const handle = await open(temp, 'wx', FILE_MODE);
+      return this.stampAndSync(handle, options, () =>
         this.receive(body, handle, reservation, options),
       );
+    }
     try {
-      return await this.stampAndSync(await openDirectForWrite(temp, FILE_MODE), options, (handle) =>
+      const handle = await openDirectForWrite(temp, FILE_MODE);
+      return await this.stampAndSync(handle, options, () =>
         this.receiveDirect(body, handle, buffers, reservation, options),
       );
     } finally {
@@ -661,14 +664,14 @@ export class FilesystemBackend implements BlobsBackend {
     }
   }
 
-  /** Fills `handle` with `fill`, sets the upload time as its mtime, fsyncs and closes it. */
+  /** Waits for `fill` to write `handle`, sets the upload time as its mtime, fsyncs and closes it. */
   private async stampAndSync(
     handle: FileHandle,
     options: WriteOptions,
-    fill: (handle: FileHandle) => Promise<number>,
+    fill: () => Promise<number>,
   ): Promise<LiveEntry> {
     try {
-      const size = await fill(handle);
+      const size = await fill();
       const entry = this.newEntry(size, options);
       await handle.utimes(entry.t / 1e6, entry.t / 1e6);
       await handle.sync();
