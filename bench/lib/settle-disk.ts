@@ -21,9 +21,9 @@ export async function syncDisk(): Promise<void> {
  * is dirty, and to find out it looks each one up in the buffer cache (`recently_deleted()` in
  * the kernel's fs/ext4/ialloc.c). After a bench part removed thousands of files, each create
  * scans past all of them: `perf record -a -g` during a `/stream` upload of 1000 × 10 KB put a
- * third of all CPU samples under `ext4_create` → `recently_deleted`, the server spent 0.7–1 ms
- * of system time per blob instead of 0.1–0.2, and the disk's own small-file rate moved between
- * 1,200/s and 7,700/s from one round to the next. A table block that is no longer cached
+ * quarter of all CPU samples (half of the busy ones) under `ext4_create` → `recently_deleted`,
+ * the server spent 0.7–1 ms of system time per blob instead of 0.1–0.2, and the disk's own
+ * small-file rate moved between 1,200/s and 7,700/s from one round to the next. A table block that is no longer cached
  * counts as written out, so once the cache is dropped, a create costs what it costs on a quiet
  * disk, whichever files were removed before. Resolves with whether the cache was dropped.
  */
