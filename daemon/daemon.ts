@@ -604,8 +604,7 @@ export class Daemon implements DaemonApi {
       if (live === undefined) throw new DaemonError('not_found', `no attachment ${blobId}`);
       try {
         const { docId } = live.snapshot.context;
-        const doc = await this.#store.getDoc(docId);
-        if (doc !== undefined && !doc.deleted && pointerOf(doc.content) === blobId) {
+        if (await this.#pointsAt(docId, blobId)) {
           throw new DaemonError(
             'invalid_state',
             `attachment ${blobId} is still the attachment of document ${docId}`,
@@ -907,19 +906,20 @@ export class Daemon implements DaemonApi {
       const docId = (value as { docId?: unknown } | null)?.docId;
       if (typeof docId !== 'string') {
         this.#logger.warn({ key }, 'dropping a malformed record of a replaced blob');
-        await this.#store.commit((tx) => tx.deleteSetting(key));
-        continue;
+      } else if (await this.#pointsAt(docId, blobId)) {
+        // A later change pointed the document at the blob again: nothing to delete.
+      } else {
+        this.#logger.info({ blobId, docId }, 'finishing the deletion of a replaced blob');
+        await this.#deleteReplaced(blobId, docId);
       }
-      const doc = await this.#store.getDoc(docId);
-      const current = doc === undefined || doc.deleted ? undefined : pointerOf(doc.content);
-      // A later change may have pointed the document at the blob again.
-      if (current === blobId) {
-        await this.#store.commit((tx) => tx.deleteSetting(key));
-        continue;
-      }
-      this.#logger.info({ blobId, docId }, 'finishing the deletion of a replaced blob');
-      await this.#finishReplaced(blobId, docId);
+      await this.#store.commit((tx) => tx.deleteSetting(key));
     }
+  }
+
+  /** Whether the stored document `docId` points at `blobId` now. */
+  async #pointsAt(docId: string, blobId: string): Promise<boolean> {
+    const doc = await this.#store.getDoc(docId);
+    return doc !== undefined && !doc.deleted && pointerOf(doc.content) === blobId;
   }
 
   /** Deletes the blob a committed document change stopped pointing at. */

@@ -5,6 +5,7 @@ import { join, relative, resolve, sep } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { type FSWatcher, watch } from 'chokidar';
 import type { Logger } from 'pino';
+import { AttachmentState } from '../machines/index.js';
 import type { DaemonApi, DaemonEvent, DocRecord } from './daemon-api.js';
 import { IgnorePatterns } from './ignore-patterns.js';
 
@@ -552,7 +553,8 @@ export class WatchFolders {
   }
 
   #onDaemonEvent(event: DaemonEvent): void {
-    if (event.type !== 'attachment.state' || event.state !== 3 || event.docId === null) return;
+    const synced = event.type === 'attachment.state' && event.state === AttachmentState.SYNCED;
+    if (!synced || event.docId === null) return;
     if (this.#replaced.has(event.docId)) this.#sweepReplaced(event.docId);
   }
 
@@ -583,7 +585,8 @@ export class WatchFolders {
       const info = await this.#daemon.getAttachmentInfo(current);
       const onServer =
         info !== undefined &&
-        (info.state === 3 || (info.state === 2 && info.machineState !== 'failed'));
+        (info.state === AttachmentState.SYNCED ||
+          (info.state === AttachmentState.REMOTE && info.machineState !== 'failed'));
       if (!onServer) return 'done';
     }
     for (const old of [...blobs]) {

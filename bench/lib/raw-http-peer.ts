@@ -9,11 +9,12 @@
 //   GET  /source?bytes=n  n bytes, written from one reused random 1 MiB buffer with backpressure
 //   GET  /ids?n=n         a JSON array of n random UUIDs (the shape of a blob listing)
 import { randomBytes, randomUUID } from 'node:crypto';
-import { type FileHandle, mkdtemp, open, rm } from 'node:fs/promises';
+import { mkdtemp, open, rm } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { writeAll } from '../../server/backends/filesystem-layout.js';
 
 const BLOCK = randomBytes(1024 * 1024);
 const MAX_COUNT = 10_000_000;
@@ -50,19 +51,6 @@ const SCRATCH = process.env.SOLEDAD_BENCH_SCRATCH;
 
 /** Bytes gathered before one `writev`, while the next ones arrive. */
 const WRITE_BATCH = 1024 * 1024;
-
-/** Writes all of `chunks` at the handle's position, however much each `writev` takes. */
-async function writeAll(handle: FileHandle, chunks: Buffer[]): Promise<void> {
-  let pending = chunks;
-  while (pending.length > 0) {
-    let { bytesWritten } = await handle.writev(pending);
-    while (pending.length > 0 && bytesWritten >= pending[0]!.length) {
-      bytesWritten -= pending[0]!.length;
-      pending = pending.slice(1);
-    }
-    if (bytesWritten > 0) pending[0] = pending[0]!.subarray(bytesWritten);
-  }
-}
 
 /**
  * The body into a new file, then fsync: 1 MiB `writev` calls, each overlapping the receipt

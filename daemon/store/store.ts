@@ -85,6 +85,11 @@ const DOC_ERRORS = [ConflictError, DocumentNotFoundError, AlreadyDeletedError];
  * (several reads per put) that difference was most of the daemon's time. A lookup that
  * misses the caches blocks the event loop for the read of one table block.
  */
+/** The key range of every key that starts with `prefix` (all keys for ''). */
+function prefixRange(prefix: string): { gte?: string; lt?: string } {
+  return prefix === '' ? {} : { gte: prefix, lt: `${prefix}\uffff` };
+}
+
 function readMany(sublevel: Sublevel, keys: readonly string[]): (string | undefined)[] {
   return keys.map((key) => sublevel.getSync(key));
 }
@@ -422,7 +427,7 @@ export class Store {
   /** Every setting whose key starts with `prefix`, in key order. */
   async listSettings(prefix: string): Promise<Array<{ key: string; value: unknown }>> {
     this.#assertOpen();
-    const entries = await this.#subs.setting.iterator({ gte: prefix, lt: `${prefix}\uffff` }).all();
+    const entries = await this.#subs.setting.iterator(prefixRange(prefix)).all();
     return entries.map(([key, value]) => ({ key, value: JSON.parse(value) as unknown }));
   }
 
@@ -451,8 +456,7 @@ export class Store {
   /** Watch entries whose path starts with `prefix` (all when omitted), in path order. */
   async listWatchEntries({ prefix = '' } = {}): Promise<Array<{ path: string } & WatchEntry>> {
     this.#assertOpen();
-    const range = prefix === '' ? {} : { gte: prefix, lt: `${prefix}\uffff` };
-    const entries = await this.#subs.watch.iterator(range).all();
+    const entries = await this.#subs.watch.iterator(prefixRange(prefix)).all();
     return entries.map(([path, value]) => ({ path, ...(JSON.parse(value) as WatchEntry) }));
   }
 

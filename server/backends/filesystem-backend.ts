@@ -18,7 +18,7 @@
  * ROOT/.clean; an open that finds none (a crash) first runs `reconcile`, which repairs
  * whatever a crash left between those steps. docs/filesystem-backend.md has the details.
  */
-import { closeSync, fsync, futimesSync, linkSync, openSync, unlinkSync, writevSync } from 'node:fs';
+import { closeSync, fsync, futimesSync, linkSync, openSync, unlinkSync } from 'node:fs';
 import type { FileHandle } from 'node:fs/promises';
 import { link, mkdir, open, readdir, realpath, rm } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -57,6 +57,8 @@ import {
   TMP_DIR,
   tempPath,
   unlinkIfExists,
+  writeAll,
+  writeAllSync,
   writeFileAtomic,
 } from './filesystem-layout.js';
 import { migrateLayout } from './filesystem-migrate.js';
@@ -109,32 +111,6 @@ function isLocked(error: unknown): boolean {
   return (
     errorCode(error) === 'LEVEL_LOCKED' || errorCode((error as Error).cause) === 'LEVEL_LOCKED'
   );
-}
-
-/** Writes all of `chunks`, however much each `writev` call takes. */
-async function writeAll(handle: FileHandle, chunks: Buffer[]): Promise<void> {
-  let pending = chunks;
-  while (pending.length > 0)
-    pending = unwritten(pending, (await handle.writev(pending)).bytesWritten);
-}
-
-/** `writeAll` for a small body, with synchronous calls (see `SMALL_BODY_BYTES`). */
-function writeAllSync(fd: number, chunks: Buffer[]): void {
-  let pending = chunks;
-  while (pending.length > 0) pending = unwritten(pending, writevSync(fd, pending));
-}
-
-/** What is left of `chunks` once their first `bytesWritten` bytes are written. */
-function unwritten(chunks: Buffer[], bytesWritten: number): Buffer[] {
-  let left = bytesWritten;
-  let i = 0;
-  while (i < chunks.length && left >= chunks[i]!.length) {
-    left -= chunks[i]!.length;
-    i++;
-  }
-  const pending = chunks.slice(i);
-  if (left > 0) pending[0] = pending[0]!.subarray(left);
-  return pending;
 }
 
 function fsyncFd(fd: number): Promise<void> {

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import type { Dirent } from 'node:fs';
+import { type Dirent, writevSync } from 'node:fs';
 import { type FileHandle, mkdir, open, readdir, rename, rm, unlink } from 'node:fs/promises';
 import { dirname, join, relative, sep } from 'node:path';
 import type { BlobRef } from './blobs-backend.js';
@@ -239,4 +239,30 @@ export async function writeFileAtomic(root: string, path: string, content: strin
     throw error;
   }
   await fsyncDir(dirname(path));
+}
+
+/** Writes all of `chunks`, however much each `writev` call takes. */
+export async function writeAll(handle: FileHandle, chunks: Buffer[]): Promise<void> {
+  let pending = chunks;
+  while (pending.length > 0)
+    pending = unwritten(pending, (await handle.writev(pending)).bytesWritten);
+}
+
+/** `writeAll` with synchronous calls, for small bodies (see filesystem-backend.ts). */
+export function writeAllSync(fd: number, chunks: Buffer[]): void {
+  let pending = chunks;
+  while (pending.length > 0) pending = unwritten(pending, writevSync(fd, pending));
+}
+
+/** What is left of `chunks` once their first `bytesWritten` bytes are written. */
+function unwritten(chunks: Buffer[], bytesWritten: number): Buffer[] {
+  let left = bytesWritten;
+  let i = 0;
+  while (i < chunks.length && left >= chunks[i]!.length) {
+    left -= chunks[i]!.length;
+    i++;
+  }
+  const pending = chunks.slice(i);
+  if (left > 0) pending[0] = pending[0]!.subarray(left);
+  return pending;
 }

@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, rm, stat } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { mkdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import { DirSyncer } from '../../../server/backends/filesystem-layout.js';
+import { tempDir } from '../../helpers/tmp.js';
 
 /** A stand-in fsync whose calls are recorded and finish only when the test says so. */
 function manualFsync() {
@@ -89,12 +89,11 @@ describe('DirSyncer', () => {
 
   describe('ensureDir', () => {
     let dir: string;
+    let remove: () => Promise<void>;
     beforeEach(async () => {
-      dir = await mkdtemp(join(tmpdir(), 'soledad-dirsync-'));
+      ({ path: dir, remove } = await tempDir('soledad-dirsync-'));
     });
-    afterEach(async () => {
-      await rm(dir, { recursive: true, force: true });
-    });
+    afterEach(() => remove());
 
     it('makes a caller that finds the folder just created wait for its parent fsync', async () => {
       const { calls, fsync } = manualFsync();
@@ -129,12 +128,11 @@ describe('DirSyncer', () => {
 
 describe('DirSyncer with its own fsync', () => {
   let dir: string;
+  let remove: () => Promise<void>;
   beforeEach(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'soledad-dirsync-'));
+    ({ path: dir, remove } = await tempDir('soledad-dirsync-'));
   });
-  afterEach(async () => {
-    await rm(dir, { recursive: true, force: true });
-  });
+  afterEach(() => remove());
 
   it('fsyncs more folders than it keeps open, again and again, and closes', async () => {
     const syncer = new DirSyncer();
